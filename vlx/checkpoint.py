@@ -1,0 +1,84 @@
+"""vlx checkpoint directories: save a model and rebuild it from the directory alone.
+
+Layout: `config.yaml` (the resolved config, with the vision and LLM nodes replaced by their exact
+architectures and no external source), `model.safetensors` (all weights), `tokenizer/`, and `vlx.json`
+(format version, parameter counts, free-form metadata such as the stage). Saving writes into a
+temporary sibling directory and renames it into place, so an interrupted save never leaves a
+half-written checkpoint under the final name. `load(dir)` needs no network and no original weights.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+from safetensors.torch import load_model, save_model
+
+from vlx.builder import build_model
+from vlx.errors import CheckpointError
+from vlx.model import VisionLanguageModel
+
+FORMAT_VERSION = 1
+CONFIG, WEIGHTS, TOKENIZER, META = "config.yaml", "model.safetensors", "tokenizer", "vlx.json"
+
+
+def checkpoint_config(model: VisionLanguageModel) -> dict[str, Any]:
+    """The model's config with parts rebuilt from their exact architectures, not their sources."""
+    config = dict(model.config)
+    config["vision"] = model.vision.spec()
+    config["llm"] = {**model.llm.spec(), "tokenizer": None}
+    return config
+
+
+def save_checkpoint(model: VisionLanguageModel, directory: str | Path, metadata: dict[str, Any] | None = None) -> Path:
+    """Write `model` as a self-contained checkpoint directory (atomically replaced) and return its path."""
+    target = Path(directory)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    OmegaConf.save(OmegaConf.create(checkpoint_config(model)), staging / CONFIG)
+    save_model(model, str(staging / WEIGHTS))
+    model.tokenizer.save_pretrained(staging / TOKENIZER)
+    meta = {"format_version": FORMAT_VERSION, "parameters": model.parameter_counts(), **(metadata or {})}
+    (staging / META).write_text(json.dumps(meta, indent=2))
+    if target.exists():
+        retired = target.with_name(f".{target.name}.old-{os.getpid()}")
+        target.rename(retired)
+        staging.rename(target)
+        shutil.rmtree(retired)
+    else:
+        staging.rename(target)
+    return target
+
+
+def read_metadata(directory: str | Path) -> dict[str, Any]:
+    """The checkpoint's `vlx.json`."""
+    path = Path(directory) / META
+    if not path.is_file():
+        raise CheckpointError(f"{directory} is not a vlx checkpoint: {META} is missing")
+    return json.loads(path.read_text())
+
+
+def load(directory: str | Path, device: str | torch.device = "cpu") -> VisionLanguageModel:
+    """Rebuild the model saved in `directory` (no network, no original weights needed)."""
+    root = Path(directory).expanduser()
+    for name in (CONFIG, WEIGHTS, TOKENIZER):
+        if not (root / name).exists():
+            raise CheckpointError(f"{root} is not a complete vlx checkpoint: {name} is missing")
+    config = OmegaConf.to_container(OmegaConf.load(root / CONFIG), resolve=True)
+    config["llm"]["tokenizer"] = str(root / TOKENIZER)  # type: ignore[index]
+    model = build_model(config, load_weights=False)  # type: ignore[arg-type]
+    missing, unexpected = load_model(model, str(root / WEIGHTS), strict=False, device=str(device))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{root / WEIGHTS} does not match the model in {root / CONFIG}: "
+            f"missing {sorted(missing)[:5]}{'...' if len(missing) > 5 else ''}, "
+            f"unexpected {sorted(unexpected)[:5]}{'...' if len(unexpected) > 5 else ''}"
+        )
+    return model.to(device).eval()

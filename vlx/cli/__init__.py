@@ -1,0 +1,51 @@
+"""The `vlx` command: `vlx train|eval|info|data|demo ...`.
+
+Hydra-style commands (`train`, `eval`, `info`) take `key=value` overrides and `recipe=NAME`; `data` and
+`demo` are plain commands. A VlxError (a mistake in a config, dataset or checkpoint) is printed as one
+line naming what was wrong and where, with exit status 2 — never a stack trace.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+USAGE = """usage: vlx COMMAND [ARGS]
+
+commands:
+  demo   [overrides]               make tiny assets + shapes data, train llava-tiny, evaluate (CPU)
+  train  recipe=NAME [overrides]   train the stages of a recipe (Hydra; -m for sweeps)
+  eval   checkpoint=DIR [overrides] exact-match accuracy of a checkpoint, with a blank-image control
+  info   recipe=NAME [overrides]   build the model on the meta device and print parameter counts
+  data   shapes|assets ...         generate the synthetic shapes dataset or the tiny local assets
+
+recipes: {recipes}
+"""
+
+
+def commands() -> dict[str, Callable[[list[str]], None]]:
+    from vlx.cli import data, demo, hydra_apps
+
+    return {
+        "train": hydra_apps.train, "eval": hydra_apps.evaluate, "info": hydra_apps.info,
+        "data": data.main, "demo": demo.main,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the `vlx` console script."""
+    from vlx.config import recipe_names
+    from vlx.errors import VlxError
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    table = commands()
+    if not args or args[0] in ("-h", "--help", "help") or args[0] not in table:
+        if args and args[0] not in ("-h", "--help", "help"):
+            print(f"vlx: unknown command {args[0]!r}", file=sys.stderr)
+        print(USAGE.format(recipes=", ".join(recipe_names())), file=sys.stderr)
+        raise SystemExit(0 if args and args[0] in ("-h", "--help", "help") else 2)
+    try:
+        table[args[0]](args[1:])
+    except VlxError as exc:
+        print(f"vlx {args[0]}: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,82 @@
+"""The Hydra applications behind `vlx train`, `vlx eval` and `vlx info`.
+
+Each runs `hydra.main` on vlx's config directory with the recipes registered, so all of Hydra's
+command line works: overrides, `-m` multiruns, `--cfg job` to print the composed config. VlxErrors
+raised inside are re-raised past Hydra's own error reporting so the CLI prints them as one line.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig
+
+from vlx.config import register_recipes
+from vlx.errors import VlxError
+from vlx.paths import conf_dir
+
+
+class _Escaped(BaseException):
+    """Carries a VlxError through Hydra (which reports ordinary exceptions with a stack trace)."""
+
+    def __init__(self, error: VlxError) -> None:
+        self.error = error
+
+
+def run_hydra(task: Callable[[DictConfig], Any], argv: list[str], prog: str) -> None:
+    """Run `task` as a Hydra app over `argv` (Hydra reads sys.argv, so it is swapped in)."""
+    register_recipes()
+
+    def guarded(cfg: DictConfig) -> Any:
+        try:
+            return task(cfg)
+        except VlxError as exc:
+            raise _Escaped(exc) from None
+
+    saved = sys.argv
+    sys.argv = [prog, *argv]
+    try:
+        hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")(guarded)()
+    except _Escaped as escaped:
+        raise escaped.error from None
+    finally:
+        sys.argv = saved
+
+
+def _train(cfg: DictConfig) -> None:
+    from vlx.training.run import run_training
+
+    checkpoints = run_training(cfg)
+    for stage, path in checkpoints.items():
+        print(f"checkpoint[{stage}]={path}")
+    wandb_dir = Path(cfg.output_dir) / "wandb"
+    if wandb_dir.is_dir():
+        print(f"wandb={wandb_dir}")
+
+
+def _evaluate(cfg: DictConfig) -> None:
+    from vlx.cli.report import evaluate_checkpoint
+
+    evaluate_checkpoint(cfg)
+
+
+def _info(cfg: DictConfig) -> None:
+    from vlx.cli.report import print_info
+
+    print_info(cfg)
+
+
+def train(argv: list[str]) -> None:
+    run_hydra(_train, argv, "vlx train")
+
+
+def evaluate(argv: list[str]) -> None:
+    run_hydra(_evaluate, argv, "vlx eval")
+
+
+def info(argv: list[str]) -> None:
+    run_hydra(_info, argv, "vlx info")

@@ -1,0 +1,37 @@
+"""Composing vlx configs with Hydra: the root config in `conf/` plus the recipes in `recipes/`.
+
+Recipes are `# @package _global_` files selected with `recipe=NAME`. They live in the top-level
+`recipes/` folder rather than under `conf/`, so they are registered in Hydra's ConfigStore as the
+`recipe` group before composing. `compose(overrides)` is what tests and library users call;
+the CLI's Hydra apps use the same registration and config directory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+from vlx.paths import conf_dir, recipes_dir
+
+
+def recipe_names() -> list[str]:
+    """Names of the recipes shipped with vlx."""
+    return sorted(path.stem for path in recipes_dir().glob("*.yaml"))
+
+
+def register_recipes() -> None:
+    """Put every recipe file into Hydra's ConfigStore as an option of the `recipe` group."""
+    store = ConfigStore.instance()
+    for path in sorted(recipes_dir().glob("*.yaml")):
+        store.store(group="recipe", name=path.stem, node=OmegaConf.load(path), package="_global_")
+
+
+def compose(overrides: Sequence[str] = ()) -> DictConfig:
+    """The composed config for Hydra-style `overrides` (e.g. `["recipe=llava-tiny"]`)."""
+    register_recipes()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=list(overrides), return_hydra_config=False)

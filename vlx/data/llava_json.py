@@ -1,0 +1,144 @@
+"""LLaVA conversation JSON: loading, validation and tokenisation of image-text samples.
+
+The file is a JSON list of `{"id", "image"?, "conversations": [{"from": "human"|"gpt", "value"}]}`;
+`image` is relative to `image_dir`, and samples without it are text-only. Everything that can be
+checked without decoding images is checked when the dataset is built — JSON syntax (file:line), keys,
+roles, missing image files, the `<image>` marker, all-masked labels, length — so a bad sample stops the
+run before training starts, with the file and sample id in the message. Images are decoded lazily.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from vlx.errors import DataError
+from vlx.llm.prompts import IGNORE_INDEX, PromptFormat, Turn, expand_image_slot
+from vlx.registry import DATASETS
+from vlx.vision.transforms import ImageTransform
+
+ROLES = {"human": "user", "gpt": "assistant"}
+
+
+def read_json_list(path: Path) -> list[dict[str, Any]]:
+    """Parse a JSON list of objects; syntax errors name file:line:column."""
+    if not path.is_file():
+        raise DataError(f"{path}: dataset file not found")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from exc
+    if not isinstance(data, list):
+        raise DataError(f"{path}: expected a JSON list of samples, got {type(data).__name__}")
+    return data
+
+
+def parse_turns(sample: dict[str, Any], where: str) -> list[Turn]:
+    """The sample's `conversations` as Turns, with its structure checked."""
+    conversations = sample.get("conversations")
+    if not isinstance(conversations, list) or not conversations:
+        raise DataError(f"{where}: 'conversations' must be a non-empty list of {{'from', 'value'}} objects")
+    turns = []
+    for index, message in enumerate(conversations):
+        if not isinstance(message, dict) or message.get("from") not in ROLES or not isinstance(message.get("value"), str):
+            raise DataError(
+                f"{where}: conversations[{index}] must be {{'from': 'human'|'gpt', 'value': str}}, got {message!r:.80}"
+            )
+        turns.append(Turn(ROLES[message["from"]], message["value"]))  # type: ignore[arg-type]
+    return turns
+
+
+def load_image(path: Path, where: str) -> Image.Image:
+    """Open an image file as RGB; unreadable files raise a DataError naming the file."""
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except FileNotFoundError as exc:
+        raise DataError(f"{where}: image file {path} not found") from exc
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DataError(f"{where}: image file {path} could not be decoded ({exc})") from exc
+
+
+@dataclass(frozen=True)
+class TokenisedSample:
+    """A validated sample: token ids with the image slot expanded, labels, and its image path."""
+
+    sample_id: str
+    input_ids: list[int]
+    labels: list[int]
+    image: Path | None
+
+
+@DATASETS.register("llava-json")
+class LlavaJsonDataset(Dataset):
+    """Samples of one LLaVA JSON file, tokenised with `prompt_format` at construction."""
+
+    def __init__(
+        self,
+        json_path: str,
+        image_dir: str,
+        prompt_format: PromptFormat,
+        tokenizer: Any,
+        image_transform: ImageTransform,
+        num_image_tokens: int,
+        max_length: int = 2048,
+        limit: int | None = None,
+    ) -> None:
+        self.path, self.image_dir = Path(json_path).expanduser(), Path(image_dir).expanduser()
+        self.transform = image_transform
+        image_token_id = tokenizer.convert_tokens_to_ids("<image>")
+        records = read_json_list(self.path)[:limit]
+        self.records = records
+        self.samples = [
+            self._tokenise(index, record, prompt_format, tokenizer, image_token_id, num_image_tokens, max_length)
+            for index, record in enumerate(records)
+        ]
+
+    def _tokenise(
+        self, index: int, record: Any, prompt_format: PromptFormat, tokenizer: Any,
+        image_token_id: int, num_image_tokens: int, max_length: int,
+    ) -> TokenisedSample:
+        if not isinstance(record, dict):
+            raise DataError(f"{self.path}: sample #{index} is not a JSON object")
+        sample_id = str(record.get("id", f"#{index}"))
+        where = f"{self.path}: sample {sample_id}"
+        turns = parse_turns(record, where)
+        image = None
+        if record.get("image") is not None:
+            image = self.image_dir / str(record["image"])
+            if not image.is_file():
+                raise DataError(f"{where}: image file {image} not found (image_dir={self.image_dir})")
+        encoded = prompt_format.encode(turns, tokenizer, has_image=image is not None, sample_id=where)
+        ids, labels = expand_image_slot(encoded.input_ids, encoded.labels, image_token_id, num_image_tokens)
+        if all(label == IGNORE_INDEX for label in labels):
+            raise DataError(f"{where}: every label is masked (no assistant answer would be trained)")
+        if len(ids) > max_length:
+            kept = labels[:max_length]
+            if ids[max_length:].count(image_token_id) or all(label == IGNORE_INDEX for label in kept):
+                raise DataError(
+                    f"{where}: {len(ids)} tokens exceed max_length={max_length}, and truncating would cut "
+                    "the image or every answer; raise max_length or shorten the sample"
+                )
+            ids, labels = ids[:max_length], kept
+        return TokenisedSample(sample_id, ids, labels, image)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample = self.samples[index]
+        item: dict[str, Any] = {
+            "id": sample.sample_id,
+            "input_ids": torch.tensor(sample.input_ids),
+            "labels": torch.tensor(sample.labels),
+            "pixel_values": None,
+        }
+        if sample.image is not None:
+            item["pixel_values"] = self.transform(load_image(sample.image, f"{self.path}: sample {sample.sample_id}"))
+        return item

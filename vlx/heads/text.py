@@ -1,0 +1,43 @@
+"""The text head: the LLM's own LM head with masked next-token cross-entropy.
+
+Loss covers exactly the positions whose label is not -100 (assistant answers and their EOS); a batch in
+which no position carries a label is an error, never a silent zero loss. Metrics: token accuracy on
+the supervised positions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vlx.errors import DataError
+from vlx.llm.prompts import IGNORE_INDEX
+from vlx.registry import HEADS
+
+
+@dataclass
+class HeadOutput:
+    """Loss, logits and detached scalar metrics (`name` → tensor) of one batch."""
+
+    loss: torch.Tensor
+    logits: torch.Tensor
+    metrics: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@HEADS.register("text")
+class TextHead(nn.Module):
+    """Masked next-token prediction on the LLM's logits (no parameters of its own)."""
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor, sample_ids: list[str] | None = None) -> HeadOutput:
+        targets = labels[:, 1:]  # (B, L-1): token t is predicted at position t-1
+        supervised = targets != IGNORE_INDEX  # (B, L-1)
+        if not bool(supervised.any()):
+            raise DataError(f"batch {sample_ids or '?'} has no supervised token: every label is -100")
+        predictions = logits[:, :-1]  # (B, L-1, V)
+        loss = F.cross_entropy(predictions[supervised].float(), targets[supervised])
+        with torch.no_grad():
+            accuracy = (predictions[supervised].argmax(-1) == targets[supervised]).float().mean()
+        return HeadOutput(loss, logits, {"token_accuracy": accuracy})

@@ -1,0 +1,38 @@
+"""Loading pretrained parts from a local directory or a Hugging Face Hub id, with clear errors.
+
+Real models load through the libraries' own `from_pretrained`; this module only resolves `~` in local
+paths and turns the libraries' network or file errors into a one-line `VlxError` that names the config
+key and says how to make the weights available offline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from vlx.errors import CheckpointError, ConfigError
+
+T = TypeVar("T")
+
+
+def resolve_source(source: str) -> str:
+    """A local path with `~` expanded if it exists, else the string unchanged (a hub id)."""
+    local = Path(source).expanduser()
+    return str(local) if local.exists() else source
+
+
+def load_pretrained(loader: Callable[[str], T], source: str, where: str, what: str) -> T:
+    """Call `loader(source)`; wrap its failure in an error naming `where` (a config key)."""
+    resolved = resolve_source(source)
+    try:
+        return loader(resolved)
+    except (OSError, ValueError, RuntimeError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if Path(resolved).exists():
+            raise CheckpointError(f"could not load {what} from {resolved} (config key '{where}'): {reason}") from exc
+        raise ConfigError(
+            f"could not load {what} {source!r} (config key '{where}'): it is not a local directory and the "
+            f"Hugging Face Hub did not provide it ({reason}). Download it where there is network "
+            f"(`hf download {source} --local-dir DIR`) and set {where}=DIR."
+        ) from exc

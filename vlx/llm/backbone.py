@@ -1,0 +1,124 @@
+"""The LLM backbone: any transformers causal LM plus its tokenizer, prepared for visual tokens.
+
+Weights come from `AutoModelForCausalLM.from_pretrained(source)` (hub id or local directory) or, without
+weights, from `config` (the architecture the recipe carries; used on the `meta` device and to rebuild
+from a checkpoint). The tokenizer gains an `<image>` slot token and a pad token when missing, and the
+embedding matrix grows to a multiple of `pad_vocab_to_multiple_of` rows (as transformers' LLaVA and
+Prismatic do: 32000 → 32064). When both `source` and `config` are given, they must agree.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+from vlx.errors import ConfigError
+from vlx.hub import load_pretrained
+from vlx.llm.prompts import IMAGE_MARKER
+from vlx.registry import LLM_BACKBONES
+
+CHECKED_FIELDS = ("model_type", "hidden_size", "num_hidden_layers", "vocab_size")
+
+
+def build_hf_config(config: dict[str, Any], where: str) -> Any:
+    """A transformers config from a dict with a `model_type` (e.g. `llama`)."""
+    fields = dict(config)
+    model_type = fields.pop("model_type", None)
+    if model_type is None:
+        raise ConfigError(f"config key '{where}' needs a 'model_type' (e.g. llama)")
+    try:
+        return AutoConfig.for_model(model_type, **fields)
+    except ValueError as exc:
+        raise ConfigError(f"config key '{where}': {exc}") from exc
+
+
+@LLM_BACKBONES.register("hf-causal-lm")
+class HFCausalLM(nn.Module):
+    """A transformers causal LM; `tokenizer` defaults to `source`."""
+
+    def __init__(
+        self,
+        source: str | None = None,
+        config: dict[str, Any] | None = None,
+        tokenizer: str | None = None,
+        pad_token: str = "<pad>",
+        pad_vocab_to_multiple_of: int = 64,
+        dtype: str = "float32",
+        attn_implementation: str = "sdpa",
+        gradient_checkpointing: bool = False,
+        load_weights: bool = True,
+        load_tokenizer: bool = True,
+    ) -> None:
+        super().__init__()
+        if source is None and config is None:
+            raise ConfigError("the LLM needs 'llm.source' (dir or hub id) or 'llm.config' (architecture)")
+        torch_dtype = getattr(torch, dtype)
+        if load_weights and source is not None:
+            self.model = load_pretrained(
+                lambda s: AutoModelForCausalLM.from_pretrained(s, dtype=torch_dtype, attn_implementation=attn_implementation),
+                source, "llm.source", "language model",
+            )
+        else:
+            if config is None:
+                raise ConfigError("llm.config is required to build the LLM without loading weights")
+            hf_config = build_hf_config(config, "llm.config")
+            hf_config._attn_implementation = attn_implementation
+            self.model = AutoModelForCausalLM.from_config(hf_config, dtype=torch_dtype)
+        self.tokenizer = None
+        tokenizer_source = tokenizer or source
+        if load_tokenizer and tokenizer_source is not None:
+            self.tokenizer = load_pretrained(AutoTokenizer.from_pretrained, tokenizer_source, "llm.tokenizer", "tokenizer")
+            self._add_special_tokens(pad_token, pad_vocab_to_multiple_of)
+        if config is not None and load_weights and source is not None:
+            self._check_against(config)
+        if gradient_checkpointing:
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.attn_implementation = attn_implementation
+        self.hidden_size: int = self.model.config.hidden_size
+
+    def _add_special_tokens(self, pad_token: str, multiple: int) -> None:
+        """Add `<image>` and a pad token if missing; grow the embeddings to hold them."""
+        tok = self.tokenizer
+        if IMAGE_MARKER not in tok.get_vocab():
+            tok.add_special_tokens({"additional_special_tokens": [IMAGE_MARKER]})
+        if tok.pad_token is None:
+            tok.add_special_tokens({"pad_token": pad_token})
+        rows = self.model.get_input_embeddings().weight.shape[0]
+        if len(tok) > rows:
+            self.model.resize_token_embeddings(math.ceil(len(tok) / multiple) * multiple, mean_resizing=False)
+
+    def _check_against(self, config: dict[str, Any]) -> None:
+        """The loaded model must have the architecture the recipe declares."""
+        loaded = self.model.config
+        for field in CHECKED_FIELDS:
+            if field in config and getattr(loaded, field, None) != config[field]:
+                raise ConfigError(
+                    f"llm.config.{field}={config[field]!r} but the model loaded from llm.source has "
+                    f"{getattr(loaded, field, None)!r}; fix the recipe or the source"
+                )
+
+    @property
+    def image_token_id(self) -> int:
+        return int(self.tokenizer.convert_tokens_to_ids(IMAGE_MARKER))
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model.get_input_embeddings()(input_ids)  # (B, L) -> (B, L, D)
+
+    def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        out = self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False)
+        return out.logits  # (B, L, V)
+
+    def spec(self) -> dict[str, Any]:
+        """Registry arguments that rebuild this LLM with no weights (tokenizer path set by the checkpoint)."""
+        config = self.model.config.to_dict()
+        return {
+            "name": "hf-causal-lm",
+            "source": None,
+            "config": config,
+            "dtype": str(self.model.dtype).removeprefix("torch."),
+            "attn_implementation": self.attn_implementation,
+        }

@@ -1,0 +1,114 @@
+"""Prompt formats: conversation turns → token ids and a label mask built from per-turn spans.
+
+A format renders turns into text `Segment`s, each marked as a loss target or not (assistant answers and
+their end-of-sequence token are targets; a target starts with the whitespace that separates it from the
+prompt). The whole text is tokenised once, with offsets, and a token carries loss exactly when its
+character span overlaps a target span — so labels come from where the assistant text really is, never
+from counting tokens of re-tokenised strings (LLaVA's silent all-masked failure). The generation prompt
+is the same token sequence cut before the last answer, so inference sees exactly the training prefix.
+The image slot is one `image_token_id`, at the `<image>` marker (LLaVA) or right after BOS (Prismatic).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from vlx.errors import ConfigError, DataError
+
+IGNORE_INDEX = -100
+IMAGE_MARKER = "<image>"
+IMAGE_PLACEMENTS = ("marker", "after-bos")
+Role = Literal["user", "assistant"]
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One message of a conversation."""
+
+    role: Role
+    text: str
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A piece of rendered prompt text; `target` pieces carry the loss."""
+
+    text: str
+    target: bool = False
+
+
+@dataclass(frozen=True)
+class EncodedPrompt:
+    """Token ids and labels (IGNORE_INDEX where no loss) of one rendered conversation."""
+
+    input_ids: list[int]
+    labels: list[int]
+
+
+class PromptFormat(ABC):
+    """Base class: subclasses implement `render`; tokenisation and masking are shared."""
+
+    def __init__(self, image_placement: str = "marker") -> None:
+        if image_placement not in IMAGE_PLACEMENTS:
+            raise ConfigError(f"image_placement={image_placement!r}; expected one of {', '.join(IMAGE_PLACEMENTS)}")
+        self.image_placement = image_placement
+
+    @abstractmethod
+    def render(self, turns: list[Turn], eos: str) -> list[Segment]:
+        """Text segments of the conversation; assistant answers (+ `eos`) are targets."""
+
+    def encode(self, turns: list[Turn], tokenizer: Any, has_image: bool, sample_id: str = "?") -> EncodedPrompt:
+        """Token ids with one image slot (if `has_image`) and labels from the target spans."""
+        try:
+            segments = self.render(turns, tokenizer.eos_token)
+        except DataError as exc:
+            raise DataError(f"sample {sample_id}: {exc}") from exc
+        if self.image_placement == "after-bos":
+            segments = [Segment(s.text.replace(IMAGE_MARKER + "\n", "").replace(IMAGE_MARKER, ""), s.target) for s in segments]
+        text = "".join(s.text for s in segments)
+        spans, start = [], 0
+        for segment in segments:
+            if segment.target:
+                spans.append((start, start + len(segment.text)))
+            start += len(segment.text)
+        encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids: list[int] = list(encoding["input_ids"])
+        labels = [
+            token if any(a < end and b > begin for begin, end in spans) else IGNORE_INDEX
+            for token, (a, b) in zip(ids, encoding["offset_mapping"], strict=True)
+        ]
+        prefix = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+        image_id = tokenizer.convert_tokens_to_ids(IMAGE_MARKER)
+        if has_image and self.image_placement == "after-bos":
+            prefix.append(image_id)
+        ids, labels = prefix + ids, [IGNORE_INDEX] * len(prefix) + labels
+        n_slots = ids.count(image_id)
+        if n_slots != int(has_image):
+            expected = f"one '{IMAGE_MARKER}' marker" if has_image else f"no '{IMAGE_MARKER}' marker (it has no image)"
+            raise DataError(f"sample {sample_id}: found {n_slots} image slots; expected {expected}")
+        return EncodedPrompt(ids, labels)
+
+    def generation_ids(self, turns: list[Turn], tokenizer: Any, has_image: bool) -> list[int]:
+        """Prompt ids for generating the next assistant answer: the training ids cut before that answer."""
+        probe = self.encode([*turns, Turn("assistant", "x")], tokenizer, has_image, sample_id="<generation>")
+        last_prompt = max(i for i, label in enumerate(probe.labels) if label == IGNORE_INDEX)
+        return probe.input_ids[: last_prompt + 1]
+
+
+def turns_from_messages(messages: list[tuple[str, str]]) -> list[Turn]:
+    """(role, text) pairs → Turns; LLaVA's `human`/`gpt` roles are accepted as `user`/`assistant`."""
+    aliases = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
+    return [Turn(aliases[role], text) for role, text in messages]  # type: ignore[arg-type]
+
+
+def expand_image_slot(
+    input_ids: list[int], labels: list[int], image_token_id: int, num_tokens: int
+) -> tuple[list[int], list[int]]:
+    """Repeat the image slot token `num_tokens` times (one position per visual token; labels ignored)."""
+    if image_token_id not in input_ids:
+        return input_ids, labels
+    at = input_ids.index(image_token_id)
+    ids = input_ids[:at] + [image_token_id] * num_tokens + input_ids[at + 1 :]
+    return ids, labels[:at] + [IGNORE_INDEX] * num_tokens + labels[at + 1 :]

@@ -1,0 +1,39 @@
+"""Projectors: map vision features (B, N, Dv) to LLM-width visual tokens (B, N, Dl).
+
+`linear` is LLaVA-1's projector; `mlp` is LLaVA-1.5's `mlp2x_gelu` (Linear-GELU-Linear). Layer names
+follow transformers' `LlavaMultiModalProjector` (`linear_1`, `linear_2`) so weights map one-to-one.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from vlx.registry import PROJECTORS
+
+
+@PROJECTORS.register("linear")
+class LinearProjector(nn.Module):
+    """One Linear(Dv, Dl)."""
+
+    def __init__(self, in_dim: int, out_dim: int, bias: bool = True) -> None:
+        super().__init__()
+        self.linear_1 = nn.Linear(in_dim, out_dim, bias=bias)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.linear_1(features)  # (B, N, Dv) -> (B, N, Dl)
+
+
+@PROJECTORS.register("mlp")
+class MLPProjector(nn.Module):
+    """Linear(Dv, H) → GELU → Linear(H, Dl), with H = Dl unless `hidden_dim` is given."""
+
+    def __init__(self, in_dim: int, out_dim: int, hidden_dim: int | None = None, bias: bool = True) -> None:
+        super().__init__()
+        hidden = hidden_dim or out_dim
+        self.linear_1 = nn.Linear(in_dim, hidden, bias=bias)
+        self.act = nn.GELU()
+        self.linear_2 = nn.Linear(hidden, out_dim, bias=bias)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(self.act(self.linear_1(features)))  # (B, N, Dv) -> (B, N, Dl)

@@ -1,0 +1,42 @@
+"""Training callbacks: a W&B table of sample predictions at every validation, and run bookkeeping.
+
+`SampleTable` answers a few held-out questions with the current model after each validation and logs a
+`wandb.Table` (image, question, target, prediction) as `val/samples`, so a researcher sees on the
+dashboard what the model says, not only its loss.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.loggers import WandbLogger
+
+from vlx.evaluation import evaluate_vqa
+
+
+class SampleTable(L.Callback):
+    """Log `val/samples` (image, question, target, prediction) for `samples` to W&B."""
+
+    def __init__(self, samples: list[dict[str, Any]]) -> None:
+        self.samples = samples
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not self.samples:
+            return
+        loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
+        if not loggers:
+            return
+        import wandb
+
+        was_training = pl_module.training
+        result = evaluate_vqa(pl_module.model, self.samples, batch_size=len(self.samples))
+        pl_module.train(was_training)
+        rows = [
+            [wandb.Image(p["image"]) if p["image"] != "None" else None, p["question"], p["target"], p["prediction"]]
+            for p in result.predictions
+        ]
+        for logger in loggers:
+            logger.log_table("val/samples", columns=["image", "question", "target", "prediction"], data=rows,
+                             step=trainer.global_step)
+        pl_module.log("val/sample_accuracy", result.accuracy)

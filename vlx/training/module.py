@@ -1,0 +1,56 @@
+"""The LightningModule that trains a VisionLanguageModel for one stage.
+
+Logs `train/loss`, `train/lr`, `train/token_accuracy`, `val/loss`, `val/token_accuracy`. A non-finite
+loss stops training at the step it happens, naming the step and the batch's sample ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import lightning as L
+import torch
+
+from vlx.errors import VlxError
+from vlx.model import VisionLanguageModel
+from vlx.training.optim import build_optimizer, build_schedule
+
+
+class NonFiniteLossError(VlxError):
+    """The loss became NaN or infinite."""
+
+
+class VlxModule(L.LightningModule):
+    """Wraps the model and one stage's optimisation settings."""
+
+    def __init__(self, model: VisionLanguageModel, stage: Mapping[str, Any]) -> None:
+        super().__init__()
+        self.model = model
+        self.stage = dict(stage)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        out = self.model(batch)
+        if not torch.isfinite(out.loss):
+            raise NonFiniteLossError(
+                f"loss is {out.loss.item()} at global step {self.global_step} (batch {batch_idx}); "
+                f"samples: {', '.join(batch['ids'][:8])}"
+            )
+        size = len(batch["ids"])
+        self.log("train/loss", out.loss, prog_bar=True, batch_size=size)
+        for name, value in out.metrics.items():
+            self.log(f"train/{name}", value, batch_size=size)
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], prog_bar=True, batch_size=size)
+        return out.loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        out = self.model(batch)
+        size = len(batch["ids"])
+        self.log("val/loss", out.loss, prog_bar=True, batch_size=size, sync_dist=True)
+        for name, value in out.metrics.items():
+            self.log(f"val/{name}", value, batch_size=size, sync_dist=True)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = build_optimizer(self.model, self.stage)
+        schedule = build_schedule(optimizer, self.stage, int(self.trainer.estimated_stepping_batches))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

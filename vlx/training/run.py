@@ -1,0 +1,112 @@
+"""Run the stages of a composed config: build or load the model, train each stage, save checkpoints.
+
+For each name in `train.stages` (e.g. `[align, finetune]`), the stage's config says which parts train,
+which data and prompt format it uses and how it optimises. A stage continues from the previous stage's
+weights in memory, or from `init_from` (a vlx checkpoint directory) when given; the first stage builds
+the model from the parts' sources. Each stage ends with a checkpoint in
+`{output_dir}/checkpoints/{stage}` and is one W&B run in the group `run_name`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.loggers import Logger, WandbLogger
+from omegaconf import DictConfig
+
+from vlx.builder import build_model, to_plain
+from vlx.checkpoint import load, save_checkpoint
+from vlx.errors import ConfigError
+from vlx.evaluation import load_questions
+from vlx.model import VisionLanguageModel
+from vlx.registry import PROMPT_FORMATS
+from vlx.training.callbacks import SampleTable
+from vlx.training.datamodule import VlxDataModule
+from vlx.training.module import VlxModule
+from vlx.training.stages import apply_stage, reinitialise
+
+
+def prepare_model(cfg: dict[str, Any], stage: dict[str, Any], where: str, previous: VisionLanguageModel | None) -> VisionLanguageModel:
+    """The model a stage starts from, switched to the stage's prompt format."""
+    if stage.get("init_from"):
+        model = load(stage["init_from"])
+    elif previous is not None:
+        model = previous
+    else:
+        model = build_model({**cfg, "prompt": stage["prompt"]})
+    model.prompt_format = PROMPT_FORMATS.build(stage["prompt"], f"{where}.prompt")
+    model.config["prompt"] = stage["prompt"]
+    apply_stage(model, stage["trainable"], f"{where}.trainable")
+    if stage.get("reinit_projector"):
+        reinitialise(model.projector)
+    return model
+
+
+def accumulation(trainer_cfg: dict[str, Any], stage: dict[str, Any], where: str) -> int:
+    """Gradient-accumulation steps that turn the per-device batch into the global batch."""
+    per_step = int(stage["batch_size"]) * int(trainer_cfg.get("devices", 1)) * int(trainer_cfg.get("num_nodes", 1))
+    steps, rest = divmod(int(stage["global_batch_size"]), per_step)
+    if rest or steps < 1:
+        raise ConfigError(
+            f"{where}.global_batch_size={stage['global_batch_size']} is not a multiple of batch_size × devices × "
+            f"num_nodes = {per_step}"
+        )
+    return steps
+
+
+def build_logger(cfg: dict[str, Any], stage_name: str, output_dir: Path) -> Logger | bool:
+    """The configured experiment logger (W&B, offline by default) or False."""
+    logger_cfg = dict(cfg["logger"])
+    if logger_cfg.pop("name") != "wandb":
+        return False
+    return WandbLogger(
+        name=f"{cfg['run_name']}-{stage_name}", group=logger_cfg.get("group") or cfg["run_name"],
+        project=logger_cfg["project"], offline=logger_cfg["offline"], tags=list(logger_cfg.get("tags") or []),
+        save_dir=str(output_dir), job_type=stage_name,
+    )
+
+
+def train_stage(cfg: dict[str, Any], name: str, model: VisionLanguageModel, output_dir: Path) -> Path:
+    """Fit one stage and save its checkpoint; returns the checkpoint directory."""
+    stage, where = cfg["stages"][name], f"stages.{name}"
+    datamodule = VlxDataModule(model, stage, where)
+    logger = build_logger(cfg, name, output_dir)
+    callbacks: list[L.Callback] = [RichProgressBar(leave=True)]
+    val = stage["data"].get("val")
+    if val and stage.get("sample_table", 0):
+        callbacks.append(SampleTable(load_questions(val["json_path"], val["image_dir"], limit=stage["sample_table"])))
+    trainer = L.Trainer(
+        **cfg["trainer"], max_epochs=stage["epochs"], max_steps=stage["max_steps"],
+        accumulate_grad_batches=accumulation(cfg["trainer"], stage, where), gradient_clip_val=stage["max_grad_norm"],
+        logger=logger, callbacks=callbacks, default_root_dir=str(output_dir), enable_checkpointing=False,
+        check_val_every_n_epoch=stage["val_every_n_epochs"],
+    )
+    if isinstance(logger, WandbLogger):
+        logger.log_hyperparams({**cfg, "stage_name": name, "parameters": model.parameter_counts()})
+    trainer.fit(VlxModule(model, stage), datamodule=datamodule)
+    checkpoint = save_checkpoint(model, output_dir / "checkpoints" / name, {"stage": name, "run_name": cfg["run_name"]})
+    if isinstance(logger, WandbLogger):
+        logger.experiment.summary["checkpoint"] = str(checkpoint)
+        logger.experiment.finish()
+    return checkpoint
+
+
+def run_training(config: DictConfig | dict[str, Any]) -> dict[str, Path]:
+    """Train every stage in `train.stages` in order; returns stage name → checkpoint directory."""
+    cfg = to_plain(config)
+    names = list(cfg["train"]["stages"])
+    if not names:
+        raise ConfigError("config key 'train.stages' is empty; pick a recipe (recipe=llava-tiny) or list stages")
+    for name in names:
+        if name not in cfg["stages"]:
+            raise ConfigError(f"train.stages names {name!r}, but stages has only {', '.join(cfg['stages']) or 'nothing'}")
+    L.seed_everything(cfg["seed"], workers=True)
+    output_dir = Path(cfg["output_dir"])
+    model, checkpoints = None, {}
+    for name in names:
+        model = prepare_model(cfg, cfg["stages"][name], f"stages.{name}", model)
+        checkpoints[name] = train_stage(cfg, name, model, output_dir)
+    return checkpoints

@@ -1,0 +1,54 @@
+"""Image transforms: PIL image → normalised (3, S, S) tensor, with LLaVA's and Prismatic's resize strategies.
+
+`letterbox` pads to a square with the normalisation mean colour and then resizes (LLaVA-1.5's `pad`),
+`resize-naive` warps the image to a square (Prismatic's prism models), `resize-crop` resizes the shorter
+side and centre-crops. Every image is converted to RGB first, so grayscale and RGBA files work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from PIL import Image
+from torchvision.transforms import v2
+
+from vlx.errors import ConfigError
+
+RESIZE_STRATEGIES = ("letterbox", "resize-naive", "resize-crop")
+ImageTransform = Callable[[Image.Image], torch.Tensor]
+
+
+def letterbox(image: Image.Image, fill: tuple[int, int, int]) -> Image.Image:
+    """Pad `image` to a centred square with the colour `fill`."""
+    width, height = image.size
+    side = max(width, height)
+    if width == height:
+        return image
+    canvas = Image.new("RGB", (side, side), fill)
+    canvas.paste(image, ((side - width) // 2, (side - height) // 2))
+    return canvas
+
+
+def build_image_transform(
+    strategy: str, image_size: int, mean: Sequence[float], std: Sequence[float]
+) -> ImageTransform:
+    """A callable mapping a PIL image to a (3, image_size, image_size) float tensor."""
+    if strategy not in RESIZE_STRATEGIES:
+        raise ConfigError(f"unknown image_resize {strategy!r}; expected one of {', '.join(RESIZE_STRATEGIES)}")
+    to_tensor = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+    bicubic = v2.InterpolationMode.BICUBIC
+    if strategy == "resize-naive":
+        geometry = [v2.Resize((image_size, image_size), interpolation=bicubic, antialias=True)]
+    else:  # letterbox pads first, then both take the shorter-side resize + centre crop
+        geometry = [v2.Resize(image_size, interpolation=bicubic, antialias=True), v2.CenterCrop(image_size)]
+    pipeline = v2.Compose(geometry + to_tensor)
+    fill = tuple(int(m * 255) for m in mean)
+
+    def transform(image: Image.Image) -> torch.Tensor:
+        image = image.convert("RGB")
+        if strategy == "letterbox":
+            image = letterbox(image, fill)  # type: ignore[arg-type]
+        return pipeline(image)  # (3, S, S)
+
+    return transform
