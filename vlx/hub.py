@@ -7,9 +7,9 @@ key and says how to make the weights available offline.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from vlx.errors import CheckpointError, ConfigError
 
@@ -36,3 +36,13 @@ def load_pretrained(loader: Callable[[str], T], source: str, where: str, what: s
             f"Hugging Face Hub did not provide it ({reason}). Download it where there is network "
             f"(`hf download {source} --local-dir DIR`) and set {where}=DIR."
         ) from exc
+
+
+def check_architecture(loaded: object, declared: Mapping[str, Any], fields: tuple[str, ...], where: str) -> None:
+    """The checkpoint loaded from a source must have the architecture the recipe declares at `where`."""
+    for name in fields:
+        if name in declared and getattr(loaded, name, None) != declared[name]:
+            raise ConfigError(
+                f"{where}.{name}={declared[name]!r} but the weights loaded from the source have "
+                f"{getattr(loaded, name, None)!r}; fix the recipe or point the source at matching weights"
+            )

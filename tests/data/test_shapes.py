@@ -137,7 +137,8 @@ def test_answers_match_the_drawn_image(dataset: ShapesDataset) -> None:
                 assert answer == str(len(occupied))
             elif qtype == "position_of":
                 colour, shape = re.fullmatch(r"Where is the (\w+) (\w+)\?", question).groups()
-                assert [pos for pos, content in occupied.items() if content == (colour, shape)] == [answer]
+                assert [pos for pos, content in occupied.items() if content[0] == colour] == [answer]  # unique colour
+                assert occupied[answer] == (colour, shape)
             else:
                 asked = re.fullmatch(r"What (?:colour is the shape|shape is) at the ([a-z ]+)\?", question).group(1)
                 assert asked in occupied, sample["id"]

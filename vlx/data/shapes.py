@@ -3,8 +3,8 @@
 Each image is a small square canvas divided into a 3x3 grid; one to four coloured shapes (circle,
 square, triangle in red, green, blue or yellow) sit in distinct cells. Every image yields one
 caption sample (stage-1 "plain" pre-training: the caption lists the shapes in row-major cell order)
-and one single-turn question sample (stage 2: the colour or shape at a position, the position of a
-shape, or the number of shapes), both in the LLaVA conversation JSON format. Question types are
+and one single-turn question sample (stage 2: the colour or shape at a position, the position of the
+shape of a colour that occurs once, or the number of shapes), both in the LLaVA conversation JSON format. Question types are
 balanced exactly, so the answer a model could give without looking at the image is weak and
 `blind_baseline` measures it. Generation is fully deterministic: the same parameters give
 byte-identical JSON and PNG files, and the "train" and "val" splits come from disjoint random
@@ -48,7 +48,7 @@ QUESTION_TEMPLATES = (
 )
 CAPTION_ITEM = "a {colour} {shape} at the {position}"
 IMAGE_TOKEN = "<image>"
-_FORMAT_VERSION = 1  # bump when the generated files change for the same parameters
+_FORMAT_VERSION = 2  # bump when the generated files change for the same parameters
 
 
 @dataclass(frozen=True)
@@ -169,7 +169,7 @@ def _generate_split(
 
 
 def _scene_with_question(rng: random.Random, question_type: str, grid: int) -> tuple[_Scene, tuple[str, str]]:
-    """Draw scenes until one admits `question_type` (position_of needs a unique colour+shape)."""
+    """Draw scenes until one admits `question_type` (position_of needs a shape of unique colour)."""
     while True:
         scene = _sample_scene(rng, grid)
         qa = _ask(rng, scene, question_type)
@@ -189,8 +189,8 @@ def _ask(rng: random.Random, scene: _Scene, question_type: str) -> tuple[str, st
     if question_type == "count":
         return template, str(len(scene))
     if question_type == "position_of":
-        combos = Counter((shape.colour, shape.kind) for shape in scene)
-        unique = [shape for shape in scene if combos[shape.colour, shape.kind] == 1]
+        colours = Counter(shape.colour for shape in scene)  # a unique colour: answerable from colour alone
+        unique = [shape for shape in scene if colours[shape.colour] == 1]
         if not unique:
             return None
         shape = rng.choice(unique)

@@ -10,6 +10,7 @@ the tiny recipe's `vision.config` / `llm.config`, and the recipe loads them back
 from __future__ import annotations
 
 import itertools
+import json
 import string
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -58,15 +59,24 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
     )
 
 
+def matches(directory: Path, config: Mapping[str, Any]) -> bool:
+    """Whether `directory` holds a saved model whose config.json agrees with every field of `config`."""
+    path = directory / "config.json"
+    if not path.is_file():
+        return False
+    saved = json.loads(path.read_text())
+    return all(saved.get(key) == value for key, value in config.items())
+
+
 def write_tiny_assets(vision: Mapping[str, Any], llm: Mapping[str, Any], seed: int = 0) -> None:
     """Write the tokenizer, CLIP vision and causal-LM checkpoints that `vision`/`llm` configs point at.
 
     `vision` and `llm` are the recipe's config nodes: their `source` is where the checkpoint goes,
     their `config` its architecture; the LLM's tokenizer is saved next to its weights. Existing
-    complete assets are left alone.
+    assets with the requested architectures are left alone; others are rewritten.
     """
     vision_dir, llm_dir = Path(str(vision["source"])).expanduser(), Path(str(llm["source"])).expanduser()
-    if (vision_dir / "config.json").is_file() and (llm_dir / "tokenizer.json").is_file():
+    if matches(vision_dir, vision["config"]) and matches(llm_dir, llm["config"]) and (llm_dir / "tokenizer.json").is_file():
         return
     torch.manual_seed(seed)
     vocab_rows = int(llm["config"]["vocab_size"])

@@ -17,7 +17,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from vlx.errors import ConfigError
-from vlx.hub import load_pretrained
+from vlx.hub import check_architecture, load_pretrained
 from vlx.llm.prompts import IMAGE_MARKER
 from vlx.registry import LLM_BACKBONES
 
@@ -74,7 +74,7 @@ class HFCausalLM(nn.Module):
             self.tokenizer = load_pretrained(AutoTokenizer.from_pretrained, tokenizer_source, "llm.tokenizer", "tokenizer")
             self._add_special_tokens(pad_token, pad_vocab_to_multiple_of)
         if config is not None and load_weights and source is not None:
-            self._check_against(config)
+            check_architecture(self.model.config, config, CHECKED_FIELDS, "llm.config")
         if gradient_checkpointing:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.attn_implementation = attn_implementation
@@ -90,16 +90,6 @@ class HFCausalLM(nn.Module):
         rows = self.model.get_input_embeddings().weight.shape[0]
         if len(tok) > rows:
             self.model.resize_token_embeddings(math.ceil(len(tok) / multiple) * multiple, mean_resizing=False)
-
-    def _check_against(self, config: dict[str, Any]) -> None:
-        """The loaded model must have the architecture the recipe declares."""
-        loaded = self.model.config
-        for field in CHECKED_FIELDS:
-            if field in config and getattr(loaded, field, None) != config[field]:
-                raise ConfigError(
-                    f"llm.config.{field}={config[field]!r} but the model loaded from llm.source has "
-                    f"{getattr(loaded, field, None)!r}; fix the recipe or the source"
-                )
 
     @property
     def image_token_id(self) -> int:

@@ -41,5 +41,5 @@ class VlxDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)
 
-    def val_dataloader(self) -> list[DataLoader]:
-        return [self._loader(self.val_set, shuffle=False)] if self.val_set is not None else []
+    def val_dataloader(self) -> DataLoader | list[DataLoader]:
+        return self._loader(self.val_set, shuffle=False) if self.val_set is not None else []

@@ -82,7 +82,7 @@ def train_stage(cfg: dict[str, Any], name: str, model: VisionLanguageModel, outp
         **cfg["trainer"], max_epochs=stage["epochs"], max_steps=stage["max_steps"],
         accumulate_grad_batches=accumulation(cfg["trainer"], stage, where), gradient_clip_val=stage["max_grad_norm"],
         logger=logger, callbacks=callbacks, default_root_dir=str(output_dir), enable_checkpointing=False,
-        check_val_every_n_epoch=stage["val_every_n_epochs"],
+        check_val_every_n_epoch=stage["val_every_n_epochs"], limit_val_batches=1.0 if val else 0,
     )
     if isinstance(logger, WandbLogger):
         logger.log_hyperparams({**cfg, "stage_name": name, "parameters": model.parameter_counts()})

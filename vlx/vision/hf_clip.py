@@ -15,13 +15,14 @@ import torch
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
 from vlx.errors import ConfigError
-from vlx.hub import load_pretrained
+from vlx.hub import check_architecture, load_pretrained
 from vlx.registry import VISION_BACKBONES
 from vlx.vision.base import VisionBackbone
 from vlx.vision.transforms import ImageTransform, build_image_transform
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+CHECKED_FIELDS = ("hidden_size", "num_hidden_layers", "image_size", "patch_size")
 
 
 @VISION_BACKBONES.register("hf-clip")
@@ -43,6 +44,7 @@ class HFCLIPVision(VisionBackbone):
             raise ConfigError("vision backbone 'hf-clip' needs 'vision.source' (dir or hub id) or 'vision.config'")
         if load_weights and source is not None:
             self.model = load_pretrained(CLIPVisionModel.from_pretrained, source, "vision.source", "CLIP vision model")
+            check_architecture(self.model.config, config or {}, CHECKED_FIELDS, "vision.config")
         else:
             if config is None:
                 raise ConfigError("vision.config is required to build 'hf-clip' without loading weights")

@@ -1,0 +1,56 @@
+"""Shared fixtures: tiny assets, a small shapes dataset and tiny models, built once per session offline."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def vlx_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private VLX_HOME so tests never touch the user's cache."""
+    home = tmp_path_factory.mktemp("vlx-home")
+    os.environ["VLX_HOME"] = str(home)
+    return home
+
+
+@pytest.fixture(scope="session")
+def tiny_cfg(vlx_home: Path) -> dict:
+    """The resolved llava-tiny config (paths inside `vlx_home`), with its assets written."""
+    from vlx.builder import to_plain
+    from vlx.config import compose
+    from vlx.data.tiny_assets import write_tiny_assets
+
+    cfg = to_plain(compose(["recipe=llava-tiny", f"paths.home={vlx_home}", "logger=none"]))
+    write_tiny_assets(cfg["vision"], cfg["llm"], seed=0)
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def shapes(vlx_home: Path):
+    """A small shapes dataset (80 train / 24 val samples)."""
+    from vlx.data.shapes import generate_shapes
+
+    return generate_shapes(vlx_home / "data" / "shapes-small", n_train=80, n_val=24, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tiny_cfg: dict):
+    """The tiny tokenizer with vlx's special tokens, as the LLM backbone prepares it."""
+    from vlx.llm.backbone import HFCausalLM
+
+    return HFCausalLM(**{k: v for k, v in tiny_cfg["llm"].items() if k != "name"}).tokenizer
+
+
+@pytest.fixture()
+def tiny_model(tiny_cfg: dict):
+    """A fresh tiny LLaVA model (vicuna prompt) loaded from the tiny assets."""
+    from vlx.builder import build_model
+
+    return build_model({**tiny_cfg, "prompt": {"name": "vicuna"}})

@@ -1,0 +1,50 @@
+"""The `vlx` command as a user runs it: info output, one-line errors, data generation."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+
+def run_vlx(*args, cwd, env_extra=None):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "vlx", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_info_prints_parameter_lines(tmp_path):
+    result = run_vlx("info", "recipe=llava-v1.5-7b", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "params_total=7063427072" in lines
+    assert "params_trainable=6759919616" in lines
+
+
+def test_unknown_registry_name_is_one_line_error(tmp_path):
+    result = run_vlx("info", "recipe=llava-tiny", "projector.name=mlpp", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    error = [line for line in result.stderr.splitlines() if line.startswith("vlx info: error:")]
+    assert error == ["vlx info: error: unknown projector 'mlpp' at config key 'projector.name'. "
+                     "Did you mean 'mlp'? Known: linear, mlp"]
+
+
+def test_unknown_command_shows_usage(tmp_path):
+    result = run_vlx("trian", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "unknown command 'trian'" in result.stderr and "llava-tiny" in result.stderr
+
+
+def test_data_shapes_writes_llava_json(tmp_path):
+    result = run_vlx("data", "shapes", "--out", str(tmp_path / "shapes"), "--n-train", "8", "--n-val", "4", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"questions[val]={tmp_path / 'shapes' / 'qa_val.json'}" in result.stdout
+    samples = json.loads((tmp_path / "shapes" / "qa_val.json").read_text())
+    assert len(samples) == 4 and samples[0]["conversations"][0]["from"] == "human"
+
+
+def test_eval_without_checkpoint_explains(tmp_path):
+    result = run_vlx("eval", "recipe=llava-tiny", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "vlx eval: error: vlx eval needs checkpoint=DIR" in result.stderr

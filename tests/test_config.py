@@ -1,0 +1,52 @@
+"""Hydra composition: every recipe composes, builds on the meta device, and has the documented size."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vlx.builder import build_model, to_plain
+from vlx.cli.report import print_info
+from vlx.config import compose, recipe_names
+
+
+def test_recipes_are_found():
+    assert {"llava-tiny", "llava-v1.5-7b"} <= set(recipe_names())
+
+
+@pytest.mark.parametrize("recipe", ["llava-tiny", "llava-v1.5-7b"])
+def test_every_recipe_composes_with_two_stages(recipe):
+    cfg = compose([f"recipe={recipe}"])
+    assert list(cfg.train.stages) == ["align", "finetune"]
+    assert list(cfg.stages.align.trainable) == ["projector"]
+    assert list(cfg.stages.finetune.trainable) == ["projector", "llm"]
+    assert cfg.stages.align.prompt.name == "plain" and cfg.stages.finetune.prompt.name == "vicuna"
+
+
+def test_llava_v15_7b_matches_the_published_hyperparameters():
+    cfg = compose(["recipe=llava-v1.5-7b"])
+    assert cfg.vision.source == "openai/clip-vit-large-patch14-336" and cfg.vision.feature_layer == -2
+    assert cfg.vision.image_resize == "letterbox" and cfg.projector.name == "mlp"
+    assert cfg.llm.source == "lmsys/vicuna-7b-v1.5"
+    align, finetune = cfg.stages.align, cfg.stages.finetune
+    assert (align.lr, align.global_batch_size, align.epochs) == (1e-3, 256, 1)
+    assert (finetune.lr, finetune.global_batch_size, finetune.epochs) == (2e-5, 128, 1)
+    assert align.warmup_ratio == finetune.warmup_ratio == 0.03
+    assert align.schedule == finetune.schedule == "cosine"
+
+
+def test_llava_v15_7b_has_the_transformers_parameter_count(capsys):
+    counts = print_info(compose(["recipe=llava-v1.5-7b"]))
+    assert counts["total"] == 7_063_427_072
+    assert counts["vision_total"] == 303_507_456 and counts["projector_total"] == 20_979_712
+    assert counts["trainable"] == counts["total"] - counts["vision_total"]  # finetune: vision frozen
+    assert "params_total=7063427072" in capsys.readouterr().out
+
+
+def test_overrides_change_the_built_model():
+    cfg = to_plain(compose(["recipe=llava-tiny", "projector=linear"]))
+    with torch.device("meta"):
+        model = build_model({**cfg, "prompt": {"name": "plain"}}, load_weights=False, load_tokenizer=False)
+    assert type(model.projector).__name__ == "LinearProjector"
+    assert model.projector.linear_1.in_features == cfg["vision"]["config"]["hidden_size"]
+    assert model.projector.linear_1.out_features == cfg["llm"]["config"]["hidden_size"]

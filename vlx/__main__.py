@@ -1,0 +1,5 @@
+"""`python -m vlx` runs the `vlx` command."""
+
+from vlx.cli import main
+
+main()
