@@ -8,7 +8,7 @@ import textwrap
 import pytest
 
 from vlx.errors import ConfigError
-from vlx.registry import PROJECTORS, VISION_BACKBONES, Registry
+from vlx.registry import PROJECTORS, VISION_BACKBONES, Registry, _load_plugins
 
 
 def test_builtin_names_are_registered():
@@ -72,6 +72,7 @@ def test_entry_point_plugin_registers_a_projector(tmp_path, monkeypatch):
     monkeypatch.setattr(PROJECTORS, "_entries", dict(PROJECTORS._entries))  # restored after the test
     monkeypatch.setattr(PROJECTORS, "_loaded", False)
     monkeypatch.delitem(sys.modules, "my_vlx_plugin", raising=False)
+    _load_plugins.cache_clear()  # plugins are scanned once per process; rescan with the new package
     assert "identity-plugin" in PROJECTORS.names()
     projector = PROJECTORS.build({"name": "identity-plugin"}, "projector", in_dim=2, out_dim=2)
     assert type(projector).__module__ == "my_vlx_plugin"

@@ -8,10 +8,12 @@ them wrong. `load_weights=False` builds every part from its architecture config 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from vlx.errors import ConfigError
 from vlx.model import VisionLanguageModel
@@ -21,7 +23,15 @@ from vlx.registry import HEADS, LLM_BACKBONES, PROJECTORS, PROMPT_FORMATS, VISIO
 def to_plain(cfg: Any) -> Any:
     """A resolved plain (dict/list) copy of a possibly OmegaConf config node."""
     if isinstance(cfg, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+        try:
+            return OmegaConf.to_container(cfg, resolve=True)
+        except OmegaConfBaseException as exc:  # e.g. a mandatory `???` value left unset
+            key = getattr(exc, "full_key", None) or "?"
+            missing = re.search(r"Missing mandatory value: ([\w.]+)", str(exc))
+            if missing:
+                raise ConfigError(f"config key '{missing[1]}' (used by '{key}') must be set: add {missing[1]}=... "
+                                  "to the command line") from None
+            raise ConfigError(f"config key '{key}': {str(exc).splitlines()[0]}") from None
     return dict(cfg) if isinstance(cfg, Mapping) else cfg
 
 

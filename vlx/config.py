@@ -13,7 +13,11 @@ from collections.abc import Sequence
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.core.config_store import ConfigStore
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from vlx.errors import ConfigError
 
 from vlx.paths import conf_dir, recipes_dir
 
@@ -34,4 +38,9 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
     """The composed config for Hydra-style `overrides` (e.g. `["recipe=llava-tiny"]`)."""
     register_recipes()
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=list(overrides), return_hydra_config=False)
+        try:
+            return hydra_compose(config_name="config", overrides=list(overrides), return_hydra_config=False)
+        except (HydraException, OmegaConfBaseException) as exc:
+            lines = str(exc).split("Config search path")[0].split("\n")
+            reason = " ".join(line.strip() for line in lines if line.strip()) or type(exc).__name__
+            raise ConfigError(f"cannot compose the config from {' '.join(overrides) or 'defaults'}: {reason}") from None

@@ -12,7 +12,7 @@ class VlxError(Exception):
     """Base class of all errors vlx raises on purpose."""
 
 
-class ConfigError(VlxError):
+class ConfigError(VlxError, ValueError):
     """A config value is missing, unknown or inconsistent (names the config path)."""
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from PIL import Image
 
 from vlx.data.llava_json import load_image, parse_turns, read_json_list
+from vlx.errors import ConfigError, DataError
 from vlx.model import VisionLanguageModel
 
 BLANK_COLOUR = (255, 255, 255)
@@ -47,13 +48,20 @@ def chance_accuracy(samples: list[dict[str, Any]]) -> float:
     return sum(counts.most_common(1)[0][1] for counts in by_type.values()) / max(len(samples), 1)
 
 
-def load_questions(json_path: str | Path, image_dir: str | Path, limit: int | None = None) -> list[dict[str, Any]]:
+def load_questions(json_path: str | Path, image_dir: str | Path | None, limit: int | None = None) -> list[dict[str, Any]]:
     """Samples as {id, image path or None, question, target, question_type}."""
     path = Path(json_path).expanduser()
     samples = []
-    for record in read_json_list(path)[:limit]:
-        turns = parse_turns(record, f"{path}: sample {record.get('id')}")
-        image = Path(image_dir).expanduser() / record["image"] if record.get("image") else None
+    for index, record in enumerate(read_json_list(path)[:limit]):
+        if not isinstance(record, dict):
+            raise DataError(f"{path}: sample #{index} is not a JSON object")
+        where = f"{path}: sample {record.get('id', f'#{index}')}"
+        turns = parse_turns(record, where)
+        if len(turns) < 2 or turns[0].role != "user" or turns[1].role != "assistant":
+            raise DataError(f"{where}: an evaluation sample needs a human question followed by a gpt answer")
+        if record.get("image") and image_dir is None:
+            raise ConfigError(f"{where} has an image but eval.image_dir is not set")
+        image = Path(str(image_dir)).expanduser() / record["image"] if record.get("image") else None
         samples.append({
             "id": str(record.get("id")), "image": image, "question": turns[0].text,
             "target": normalise_answer(turns[1].text), "question_type": record.get("question_type", "all"),

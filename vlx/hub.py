@@ -22,19 +22,32 @@ def resolve_source(source: str) -> str:
     return str(local) if local.exists() else source
 
 
-def load_pretrained(loader: Callable[[str], T], source: str, where: str, what: str) -> T:
-    """Call `loader(source)`; wrap its failure in an error naming `where` (a config key)."""
+def looks_like_path(source: str) -> bool:
+    """Whether `source` is meant as a filesystem path rather than a hub id like `org/name`."""
+    return source.startswith(("/", "~", "./", "../")) or Path(source).expanduser().exists()
+
+
+def load_pretrained(loader: Callable[[str], T], source: str, where: str, what: str, offline_hint: str = "") -> T:
+    """Call `loader(source)`; wrap its failure in an error naming `where` (a config key).
+
+    `offline_hint` says how to make a hub-hosted source available locally (default: `hf download`).
+    """
     resolved = resolve_source(source)
+    if looks_like_path(source) and not Path(resolved).exists():
+        raise ConfigError(
+            f"{where}={source}: no such directory. A tiny recipe's assets are written by `vlx data assets "
+            f"recipe=NAME` (or `vlx demo`); for real weights, download them there first."
+        )
     try:
         return loader(resolved)
     except (OSError, ValueError, RuntimeError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if Path(resolved).exists():
             raise CheckpointError(f"could not load {what} from {resolved} (config key '{where}'): {reason}") from exc
+        hint = offline_hint or f"`hf download {source} --local-dir DIR` where there is network, then set {where}=DIR"
         raise ConfigError(
             f"could not load {what} {source!r} (config key '{where}'): it is not a local directory and the "
-            f"Hugging Face Hub did not provide it ({reason}). Download it where there is network "
-            f"(`hf download {source} --local-dir DIR`) and set {where}=DIR."
+            f"Hugging Face Hub did not provide it ({reason}). To work offline: {hint}."
         ) from exc
 
 

@@ -10,6 +10,7 @@ the entry's signature, so a typo in a config fails with the config path and the 
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 import inspect
 from collections.abc import Callable, Mapping
@@ -22,8 +23,9 @@ T = TypeVar("T")
 PLUGIN_GROUP = "vlx.plugins"
 
 
+@functools.cache
 def _load_plugins() -> None:
-    """Import every module advertised in the `vlx.plugins` entry-point group (idempotent)."""
+    """Import every module advertised in the `vlx.plugins` entry-point group; callables are called."""
     for ep in entry_points(group=PLUGIN_GROUP):
         try:
             loaded = ep.load()
@@ -65,9 +67,9 @@ class Registry(Generic[T]):
 
     def _ensure_loaded(self) -> None:
         if not self._loaded:
-            self._loaded = True
             importlib.import_module(self._builtins)
-            _load_plugins()
+            _load_plugins()  # once per process, whichever registry asks first
+            self._loaded = True
 
     def names(self) -> list[str]:
         """All registered names, sorted."""

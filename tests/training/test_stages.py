@@ -77,3 +77,15 @@ def test_stage_errors_name_the_config_key(tiny_model):
     with pytest.raises(ConfigError, match=r"stages.x.global_batch_size=30 is not a multiple .* = 8"):
         accumulation({"devices": 1}, {"batch_size": 8, "global_batch_size": 30}, "stages.x")
     assert accumulation({"devices": 2, "num_nodes": 2}, {"batch_size": 4, "global_batch_size": 64}, "s") == 4
+
+
+def test_bf16_mixed_and_gradient_checkpointing_train(stage_cfg, tmp_path):
+    """The memory options run on the CPU and still update the trained parts only."""
+    stage_cfg["trainer"]["precision"] = "bf16-mixed"
+    stage_cfg["llm"]["gradient_checkpointing"] = True
+    model = prepare_model(stage_cfg, stage_cfg["stages"]["finetune"], "stages.finetune", None)
+    assert model.llm.model.is_gradient_checkpointing
+    vision, llm = snapshot(model.vision), snapshot(model.llm)
+    train_stage(stage_cfg, "finetune", model, tmp_path / "run")
+    assert same(model.vision, vision) and not same(model.llm, llm)
+    assert all(torch.isfinite(p).all() for p in model.parameters())

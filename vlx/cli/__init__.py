@@ -47,5 +47,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         table[args[0]](args[1:])
     except VlxError as exc:
-        print(f"vlx {args[0]}: error: {exc}", file=sys.stderr)
+        message = str(exc)
+        if "Original Traceback" in message:  # re-raised from a DataLoader worker: keep the original message
+            message = message.strip().splitlines()[-1].split(": ", 1)[-1]
+        print(f"vlx {args[0]}: error: {message}", file=sys.stderr)
         raise SystemExit(2) from None

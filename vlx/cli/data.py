@@ -13,13 +13,12 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="vlx data", description="Generate built-in datasets and assets.")
     sub = parser.add_subparsers(dest="what", required=True)
     shapes = sub.add_parser("shapes", help="the synthetic shapes image-QA dataset (LLaVA JSON + PNGs)")
-    shapes.add_argument("--out", required=True, help="output directory")
-    shapes.add_argument("--n-train", type=int, default=4000)
-    shapes.add_argument("--n-val", type=int, default=400)
-    shapes.add_argument("--seed", type=int, default=0)
-    shapes.add_argument("--image-size", type=int, default=48)
+    defaults = to_plain(compose(["recipe=llava-tiny"])["shapes"])  # what llava-tiny trains on
+    shapes.add_argument("--out", default=defaults["root"], help="output directory (default: %(default)s)")
+    for flag in ("n_train", "n_val", "seed", "image_size"):
+        shapes.add_argument(f"--{flag.replace('_', '-')}", type=int, default=defaults[flag], help="default: %(default)s")
     assets = sub.add_parser("assets", help="tiny tokenizer + random CLIP/Llama checkpoints of a tiny recipe")
-    assets.add_argument("overrides", nargs="*", default=["recipe=llava-tiny"], help="Hydra overrides")
+    assets.add_argument("overrides", nargs="*", help="Hydra overrides (default recipe: llava-tiny)")
     args = parser.parse_args(argv)
     if args.what == "shapes":
         dataset = generate_shapes(args.out, n_train=args.n_train, n_val=args.n_val, seed=args.seed, image_size=args.image_size)
@@ -30,7 +29,9 @@ def main(argv: list[str]) -> None:
     else:
         from vlx.data.tiny_assets import write_tiny_assets
 
-        cfg = to_plain(compose(args.overrides))
-        write_tiny_assets(cfg["vision"], cfg["llm"], seed=cfg["seed"])
-        print(f"vision={cfg['vision']['source']}")
-        print(f"llm={cfg['llm']['source']}")
+        overrides = args.overrides if any(o.startswith("recipe=") for o in args.overrides) else ["recipe=llava-tiny", *args.overrides]
+        cfg = compose(overrides)
+        vision, llm = to_plain(cfg.vision), to_plain(cfg.llm)
+        write_tiny_assets(vision, llm, seed=cfg.seed)
+        print(f"vision={vision['source']}")
+        print(f"llm={llm['source']}")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from vlx.config import register_recipes
@@ -27,8 +28,14 @@ class _Escaped(BaseException):
         self.error = error
 
 
-def run_hydra(task: Callable[[DictConfig], Any], argv: list[str], prog: str) -> None:
-    """Run `task` as a Hydra app over `argv` (Hydra reads sys.argv, so it is swapped in)."""
+NO_OUTPUT_DIR = ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
+
+
+def run_hydra(task: Callable[[DictConfig], Any], argv: list[str], prog: str, extra: list[str] = ()) -> None:
+    """Run `task` as a Hydra app over `argv` (Hydra reads sys.argv, so it is swapped in).
+
+    `extra` overrides go before the user's, so the user can still change them.
+    """
     register_recipes()
 
     def guarded(cfg: DictConfig) -> Any:
@@ -38,7 +45,7 @@ def run_hydra(task: Callable[[DictConfig], Any], argv: list[str], prog: str) -> 
             raise _Escaped(exc) from None
 
     saved = sys.argv
-    sys.argv = [prog, *argv]
+    sys.argv = [prog, f"hydra.job.name={prog.split()[-1]}", *extra, *argv]
     try:
         hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")(guarded)()
     except _Escaped as escaped:
@@ -50,6 +57,7 @@ def run_hydra(task: Callable[[DictConfig], Any], argv: list[str], prog: str) -> 
 def _train(cfg: DictConfig) -> None:
     from vlx.training.run import run_training
 
+    cfg.output_dir = HydraConfig.get().runtime.output_dir  # a multirun job's own sweep subdirectory
     checkpoints = run_training(cfg)
     for stage, path in checkpoints.items():
         print(f"checkpoint[{stage}]={path}")
@@ -79,4 +87,4 @@ def evaluate(argv: list[str]) -> None:
 
 
 def info(argv: list[str]) -> None:
-    run_hydra(_info, argv, "vlx info")
+    run_hydra(_info, argv, "vlx info", extra=NO_OUTPUT_DIR)  # prints only; leaves no run directory

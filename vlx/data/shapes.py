@@ -22,6 +22,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from vlx.errors import ConfigError
+
 SHAPES = ("circle", "square", "triangle")
 PALETTE = (
     ("red", (220, 30, 30)),
@@ -93,12 +95,12 @@ def generate_shapes(
 ) -> ShapesDataset:
     """Write the dataset under `out_dir` (skipped when meta.json records the same parameters)."""
     if grid != GRID:
-        raise ValueError(f"shapes: grid={grid} is not supported, only grid={GRID} has position names")
+        raise ConfigError(f"shapes: grid={grid} is not supported, only grid={GRID} has position names")
     if image_size < 6 * grid:
-        raise ValueError(f"shapes: image_size={image_size} is too small, need at least {6 * grid}")
+        raise ConfigError(f"shapes: image_size={image_size} is too small, need at least {6 * grid}")
     if n_train < 0 or n_val < 0:
-        raise ValueError(f"shapes: n_train={n_train} and n_val={n_val} must be >= 0")
-    dataset = ShapesDataset(Path(out_dir))
+        raise ConfigError(f"shapes: n_train={n_train} and n_val={n_val} must be >= 0")
+    dataset = ShapesDataset(Path(out_dir).expanduser())
     params = {"format": _FORMAT_VERSION, "seed": seed, "image_size": image_size, "grid": grid,
               "n_train": n_train, "n_val": n_val}
     if _is_complete(dataset, params):

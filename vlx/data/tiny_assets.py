@@ -76,6 +76,10 @@ def write_tiny_assets(vision: Mapping[str, Any], llm: Mapping[str, Any], seed: i
     assets with the requested architectures are left alone; others are rewritten.
     """
     vision_dir, llm_dir = Path(str(vision["source"])).expanduser(), Path(str(llm["source"])).expanduser()
+    for where, directory in (("vision.source", vision_dir), ("llm.source", llm_dir)):
+        if not directory.is_absolute():
+            raise ConfigError(f"{where}={directory} is not a local directory: tiny assets are written only for "
+                              "tiny recipes whose sources point into paths.assets (e.g. recipe=llava-tiny)")
     if matches(vision_dir, vision["config"]) and matches(llm_dir, llm["config"]) and (llm_dir / "tokenizer.json").is_file():
         return
     torch.manual_seed(seed)

@@ -1,14 +1,15 @@
 """The registered prompt formats: `plain` (LLaVA pre-training) and `vicuna` (LLaVA-1.5's v1 template).
 
-`plain`: `<image>` followed by the caption and EOS, loss on the caption + EOS (LLaVA ends the caption
-with a newline; vlx ends it with EOS so a generated caption stops). `vicuna`: the LLaVA-1.5 system prompt,
+`plain`: `<image>` followed by the caption and EOS, loss on the caption + EOS; any instruction text in
+the user turn is dropped, as LLaVA does (LLaVA ends the caption with a newline; vlx ends it with EOS so
+a generated caption stops). `vicuna`: the LLaVA-1.5 system prompt,
 then `USER: {msg} ASSISTANT: {answer}</s>` per turn, loss on each answer and its `</s>`.
 """
 
 from __future__ import annotations
 
 from vlx.errors import DataError
-from vlx.llm.prompts import PromptFormat, Segment, Turn
+from vlx.llm.prompts import IMAGE_MARKER, PromptFormat, Segment, Turn
 from vlx.registry import PROMPT_FORMATS
 
 VICUNA_SYSTEM = (
@@ -35,7 +36,8 @@ class PlainFormat(PromptFormat):
         check_alternating(turns)
         segments: list[Segment] = []
         for user, answer in zip(turns[::2], turns[1::2], strict=True):
-            segments += [Segment(user.text.strip()), Segment(answer.text + eos, target=True)]
+            image = IMAGE_MARKER if IMAGE_MARKER in user.text else ""  # LLaVA drops the instruction text
+            segments += [Segment(image), Segment(answer.text + eos, target=True)]
         return segments
 
 

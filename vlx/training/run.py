@@ -22,7 +22,7 @@ from vlx.checkpoint import load, save_checkpoint
 from vlx.errors import ConfigError
 from vlx.evaluation import load_questions
 from vlx.model import VisionLanguageModel
-from vlx.registry import PROMPT_FORMATS
+from vlx.registry import PROMPT_FORMATS, check_arguments
 from vlx.training.callbacks import SampleTable
 from vlx.training.datamodule import VlxDataModule
 from vlx.training.module import VlxModule
@@ -30,7 +30,12 @@ from vlx.training.stages import apply_stage, reinitialise
 
 
 def prepare_model(cfg: dict[str, Any], stage: dict[str, Any], where: str, previous: VisionLanguageModel | None) -> VisionLanguageModel:
-    """The model a stage starts from, switched to the stage's prompt format."""
+    """The model a stage starts from, with this run's config, the stage's prompt format and freezing.
+
+    Weights (and so the architecture) come from `init_from`, the previous stage, or the parts' sources;
+    everything else — the recorded config, prompt format, trainable parts, gradient checkpointing —
+    comes from this run's config.
+    """
     if stage.get("init_from"):
         model = load(stage["init_from"])
     elif previous is not None:
@@ -38,7 +43,8 @@ def prepare_model(cfg: dict[str, Any], stage: dict[str, Any], where: str, previo
     else:
         model = build_model({**cfg, "prompt": stage["prompt"]})
     model.prompt_format = PROMPT_FORMATS.build(stage["prompt"], f"{where}.prompt")
-    model.config["prompt"] = stage["prompt"]
+    model.config = {**cfg, "prompt": stage["prompt"]}
+    model.llm.set_gradient_checkpointing(bool(cfg["llm"].get("gradient_checkpointing", False)))
     apply_stage(model, stage["trainable"], f"{where}.trainable")
     if stage.get("reinit_projector"):
         reinitialise(model.projector)
@@ -47,7 +53,12 @@ def prepare_model(cfg: dict[str, Any], stage: dict[str, Any], where: str, previo
 
 def accumulation(trainer_cfg: dict[str, Any], stage: dict[str, Any], where: str) -> int:
     """Gradient-accumulation steps that turn the per-device batch into the global batch."""
-    per_step = int(stage["batch_size"]) * int(trainer_cfg.get("devices", 1)) * int(trainer_cfg.get("num_nodes", 1))
+    devices = trainer_cfg.get("devices", 1)
+    devices = len(devices) if isinstance(devices, list) else devices
+    if not isinstance(devices, int) or devices < 1:
+        raise ConfigError(f"trainer.devices={devices!r}: give a number of devices (or a list) so that "
+                          f"{where}.global_batch_size can be turned into gradient accumulation")
+    per_step = int(stage["batch_size"]) * devices * int(trainer_cfg.get("num_nodes", 1))
     steps, rest = divmod(int(stage["global_batch_size"]), per_step)
     if rest or steps < 1:
         raise ConfigError(
@@ -57,11 +68,25 @@ def accumulation(trainer_cfg: dict[str, Any], stage: dict[str, Any], where: str)
     return steps
 
 
+def trainer_arguments(trainer_cfg: dict[str, Any], from_stage: dict[str, Any], where: str) -> dict[str, Any]:
+    """Lightning Trainer keywords: the `trainer` config plus what the stage decides (which it may not set)."""
+    clashes = sorted(set(trainer_cfg) & set(from_stage))
+    if clashes:
+        raise ConfigError(f"trainer.{clashes[0]} is decided by the stage (see {where}: epochs, max_steps, "
+                          "global_batch_size, max_grad_norm, val_every_n_epochs); set it there instead")
+    arguments = {k: v for k, v in trainer_cfg.items() if k != "limit_val_batches"}
+    check_arguments(L.Trainer, {**arguments, **from_stage}, "trainer", "the Lightning Trainer")
+    return {**arguments, **from_stage}
+
+
 def build_logger(cfg: dict[str, Any], stage_name: str, output_dir: Path) -> Logger | bool:
     """The configured experiment logger (W&B, offline by default) or False."""
     logger_cfg = dict(cfg["logger"])
-    if logger_cfg.pop("name") != "wandb":
+    name = logger_cfg.pop("name")
+    if name == "none":
         return False
+    if name != "wandb":
+        raise ConfigError(f"logger.name={name!r} is unknown; use logger=wandb or logger=none")
     return WandbLogger(
         name=f"{cfg['run_name']}-{stage_name}", group=logger_cfg.get("group") or cfg["run_name"],
         project=logger_cfg["project"], offline=logger_cfg["offline"], tags=list(logger_cfg.get("tags") or []),
@@ -78,12 +103,12 @@ def train_stage(cfg: dict[str, Any], name: str, model: VisionLanguageModel, outp
     val = stage["data"].get("val")
     if val and stage.get("sample_table", 0):
         callbacks.append(SampleTable(load_questions(val["json_path"], val["image_dir"], limit=stage["sample_table"])))
-    trainer = L.Trainer(
-        **cfg["trainer"], max_epochs=stage["epochs"], max_steps=stage["max_steps"],
-        accumulate_grad_batches=accumulation(cfg["trainer"], stage, where), gradient_clip_val=stage["max_grad_norm"],
-        logger=logger, callbacks=callbacks, default_root_dir=str(output_dir), enable_checkpointing=False,
-        check_val_every_n_epoch=stage["val_every_n_epochs"], limit_val_batches=1.0 if val else 0,
-    )
+    trainer = L.Trainer(**trainer_arguments(cfg["trainer"], {
+        "max_epochs": stage["epochs"], "max_steps": stage["max_steps"],
+        "accumulate_grad_batches": accumulation(cfg["trainer"], stage, where),
+        "gradient_clip_val": stage["max_grad_norm"], "check_val_every_n_epoch": stage["val_every_n_epochs"],
+        "logger": logger, "callbacks": callbacks, "default_root_dir": str(output_dir), "enable_checkpointing": False,
+    }, where), limit_val_batches=cfg["trainer"].get("limit_val_batches", 1.0) if val else 0)
     if isinstance(logger, WandbLogger):
         logger.log_hyperparams({**cfg, "stage_name": name, "parameters": model.parameter_counts()})
     trainer.fit(VlxModule(model, stage), datamodule=datamodule)

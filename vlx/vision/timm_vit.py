@@ -42,14 +42,21 @@ class TimmViT(VisionBackbone):
         overlay = {"file": weights_file} if weights_file else None
 
         def create(model_name: str) -> torch.nn.Module:
-            return timm.create_model(
-                model_name, pretrained=use_weights, pretrained_cfg_overlay=overlay,
-                num_classes=0, img_size=image_size, **self.model_kwargs,
-            )
+            try:
+                return timm.create_model(
+                    model_name, pretrained=use_weights, pretrained_cfg_overlay=overlay,
+                    num_classes=0, img_size=image_size, **self.model_kwargs,
+                )
+            except TypeError as exc:  # a non-ViT id or a model_kwargs key the model does not take
+                raise ConfigError(f"vision.model_id={model_name!r} with model_kwargs={self.model_kwargs}: {exc} "
+                                  "(timm-vit needs a ViT that accepts img_size)") from None
 
         if not timm.is_model(model_id.split(".")[0]):  # ids may carry a ".tag"
             raise ConfigError(f"vision.model_id={model_id!r} is not a timm model (see timm.list_models())")
-        self.model = load_pretrained(create, model_id, "vision.model_id", "timm model") if use_weights else create(model_id)
+        hint = f"download timm/{model_id} where there is network and set vision.weights_file=FILE"
+        self.model = (
+            load_pretrained(create, model_id, "vision.model_id", "timm model", hint) if use_weights else create(model_id)
+        )
         depth = len(self.model.blocks)
         self.block_index = feature_layer % depth if -depth <= feature_layer < depth else None
         if self.block_index is None:
