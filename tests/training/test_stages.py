@@ -84,7 +84,7 @@ def test_bf16_mixed_and_gradient_checkpointing_train(stage_cfg, tmp_path):
     stage_cfg["trainer"]["precision"] = "bf16-mixed"
     stage_cfg["llm"]["gradient_checkpointing"] = True
     model = prepare_model(stage_cfg, stage_cfg["stages"]["finetune"], "stages.finetune", None)
-    assert model.llm.model.is_gradient_checkpointing
+    assert model.llm.model.model.gradient_checkpointing
     vision, llm = snapshot(model.vision), snapshot(model.llm)
     train_stage(stage_cfg, "finetune", model, tmp_path / "run")
     assert same(model.vision, vision) and not same(model.llm, llm)

@@ -97,7 +97,7 @@ class HFCausalLM(nn.Module):
         """Recompute decoder activations in the backward pass (less memory, ~30% more compute)."""
         if enabled:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        elif self.model.is_gradient_checkpointing:
+        else:
             self.model.gradient_checkpointing_disable()
 
     @property

@@ -1,0 +1,65 @@
+"""Vision backbones: patch features from the configured layer, prefix tokens dropped, clear errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import CLIPVisionModel
+
+from vlx.errors import ConfigError
+from vlx.vision.hf_clip import HFCLIPVision
+from vlx.vision.timm_vit import TimmViT
+
+TINY_CLIP = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 3, "num_attention_heads": 2,
+             "image_size": 32, "patch_size": 8}
+
+
+def test_hf_clip_returns_second_to_last_layer_without_cls():
+    backbone = HFCLIPVision(config=TINY_CLIP, load_weights=False).eval()
+    pixels = torch.randn(2, 3, 32, 32)
+    features = backbone(pixels)
+    assert features.shape == (2, 16, 32) and backbone.num_patches == 16 and backbone.embed_dim == 32
+    hidden = backbone.model(pixels, output_hidden_states=True).hidden_states
+    torch.testing.assert_close(features, hidden[-2][:, 1:])
+
+
+def test_hf_clip_loads_a_local_directory_and_checks_its_architecture(tmp_path):
+    from transformers import CLIPVisionConfig
+
+    CLIPVisionModel(CLIPVisionConfig(**TINY_CLIP)).save_pretrained(tmp_path / "clip")
+    backbone = HFCLIPVision(source=str(tmp_path / "clip"), config=TINY_CLIP, feature_layer=-1)
+    assert backbone.model.config.num_hidden_layers == 3
+    with pytest.raises(ConfigError, match=r"vision.config.patch_size=4 but the weights loaded from the source have 8"):
+        HFCLIPVision(source=str(tmp_path / "clip"), config={**TINY_CLIP, "patch_size": 4})
+    with pytest.raises(ConfigError, match=r"vision.source=/nonexistent/clip: no such directory.*vlx data assets"):
+        HFCLIPVision(source="/nonexistent/clip")
+
+
+def test_hf_clip_rebuilds_from_its_spec():
+    backbone = HFCLIPVision(config=TINY_CLIP, feature_layer=-3, image_resize="resize-crop", load_weights=False)
+    spec = backbone.spec()
+    assert spec["name"] == "hf-clip" and spec["source"] is None and spec["feature_layer"] == -3
+    rebuilt = HFCLIPVision(**{k: v for k, v in spec.items() if k != "name"}, load_weights=False)
+    assert rebuilt.state_dict().keys() == backbone.state_dict().keys()
+    assert rebuilt.image_resize == "resize-crop"
+
+
+def test_timm_vit_drops_prefix_tokens_and_uses_the_block_before_last():
+    kwargs = {"embed_dim": 24, "depth": 3, "num_heads": 2, "reg_tokens": 4}
+    backbone = TimmViT("vit_small_patch16_224", image_size=32, model_kwargs=kwargs).eval()
+    assert backbone.model.num_prefix_tokens == 5  # CLS + 4 registers
+    pixels = torch.randn(2, 3, 32, 32)
+    features = backbone(pixels)
+    assert features.shape == (2, 4, 24) and backbone.num_patches == 4 and backbone.embed_dim == 24
+    (expected,) = backbone.model.get_intermediate_layers(pixels, n={1})  # block index 1 of 3 = second-to-last
+    torch.testing.assert_close(features, expected)
+    assert backbone.spec()["model_kwargs"] == kwargs
+
+
+def test_timm_vit_errors_name_the_config_key():
+    with pytest.raises(ConfigError, match=r"vision.model_id='not_a_model' is not a timm model"):
+        TimmViT("not_a_model")
+    with pytest.raises(ConfigError, match=r"vision.model_id='resnet18'.*needs a ViT"):
+        TimmViT("resnet18", image_size=32)
+    with pytest.raises(ConfigError, match=r"vision.feature_layer=5 is outside the model's 2 blocks"):
+        TimmViT("vit_small_patch16_224", image_size=32, feature_layer=5, model_kwargs={"depth": 2, "embed_dim": 24, "num_heads": 2})
