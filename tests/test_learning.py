@@ -9,6 +9,7 @@ The full schedule's numbers (≥ 90 %) are recorded in the README.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-SHORT_SCHEDULE = ["shapes.n_train=6000", "shapes.n_val=200", "stages.finetune.epochs=4", "run_name=ci"]
+SHORT_SCHEDULE = ["shapes.n_train=8000", "shapes.n_val=200", "stages.finetune.epochs=4", "run_name=ci"]
 
 
 def vlx(*args: str, cwd: Path, home: Path) -> subprocess.CompletedProcess:
@@ -47,6 +48,10 @@ def test_llava_tiny_learns_to_use_the_image(tmp_path):
         assert (run / "checkpoints" / stage / "model.safetensors").is_file()
     offline_runs = sorted((run / "wandb").glob("offline-run-*"))
     assert len(offline_runs) == 2 and all(list(r.glob("*.wandb")) for r in offline_runs)
+    finetune_media = offline_runs[1] / "files" / "media"
+    tables = list((finetune_media / "table" / "val").glob("samples_*.table.json"))
+    assert tables and json.loads(tables[0].read_text())["columns"] == ["image", "question", "target", "prediction"]
+    assert list((finetune_media / "images" / "val").glob("sample_images_*.png"))
 
     evaluated = vlx("eval", f"checkpoint={run / 'checkpoints' / 'finetune'}", "run_name=ci-eval",
                     cwd=tmp_path, home=tmp_path / "home")

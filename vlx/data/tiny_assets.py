@@ -25,6 +25,8 @@ from vlx.errors import ConfigError
 from vlx.llm.backbone import build_hf_config
 from vlx.llm.formats import VICUNA_SYSTEM
 
+POSITION_STD = 1.0
+ASSETS_VERSION = 2  # bump when the generated assets change for the same configs
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
 TEMPLATE_TEXT = [VICUNA_SYSTEM, "USER: ASSISTANT:", "In: Out:", "What action should the robot take to"]
 
@@ -59,6 +61,19 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
     )
 
 
+def tiny_clip_vision(config: Mapping[str, Any]) -> CLIPVisionModel:
+    """A random CLIP vision tower whose patch features say where the patch is.
+
+    transformers initialises position embeddings with std 0.02, tiny next to the patch content, so a
+    random tower's features barely encode position — a trained CLIP's do. Drawing them at the scale of
+    the content keeps the "where" in the features, as the frozen tower of a real LLaVA provides.
+    """
+    model = CLIPVisionModel(CLIPVisionConfig(**config))
+    with torch.no_grad():
+        getattr(model, "vision_model", model).embeddings.position_embedding.weight.normal_(std=POSITION_STD)
+    return model
+
+
 def matches(directory: Path, config: Mapping[str, Any]) -> bool:
     """Whether `directory` holds a saved model whose config.json agrees with every field of `config`."""
     path = directory / "config.json"
@@ -80,13 +95,16 @@ def write_tiny_assets(vision: Mapping[str, Any], llm: Mapping[str, Any], seed: i
         if not directory.is_absolute():
             raise ConfigError(f"{where}={directory} is not a local directory: tiny assets are written only for "
                               "tiny recipes whose sources point into paths.assets (e.g. recipe=llava-tiny)")
-    if matches(vision_dir, vision["config"]) and matches(llm_dir, llm["config"]) and (llm_dir / "tokenizer.json").is_file():
+    stamp = vision_dir / "vlx-assets.json"
+    current = stamp.is_file() and json.loads(stamp.read_text()).get("version") == ASSETS_VERSION
+    if current and matches(vision_dir, vision["config"]) and matches(llm_dir, llm["config"]):
         return
     torch.manual_seed(seed)
     vocab_rows = int(llm["config"]["vocab_size"])
     tokenizer = train_tokenizer(tokenizer_corpus(), vocab_size=vocab_rows - 64)
     if len(tokenizer) > vocab_rows:
         raise ConfigError(f"llm.config.vocab_size={vocab_rows} is smaller than the tiny tokenizer ({len(tokenizer)})")
-    CLIPVisionModel(CLIPVisionConfig(**vision["config"])).save_pretrained(vision_dir)
+    tiny_clip_vision(vision["config"]).save_pretrained(vision_dir)
     AutoModelForCausalLM.from_config(build_hf_config(llm["config"], "llm.config")).save_pretrained(llm_dir)
     tokenizer.save_pretrained(llm_dir)
+    stamp.write_text(json.dumps({"version": ASSETS_VERSION}))

@@ -95,10 +95,15 @@ class HFCausalLM(nn.Module):
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         """Recompute decoder activations in the backward pass (less memory, ~30% more compute)."""
-        if enabled:
-            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model = self.model
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x names
+            enable, disable, key = model.activation_checkpointing_enable, model.activation_checkpointing_disable, "activation"
         else:
-            self.model.gradient_checkpointing_disable()
+            enable, disable, key = model.gradient_checkpointing_enable, model.gradient_checkpointing_disable, "gradient"
+        if enabled:
+            enable(**{f"{key}_checkpointing_kwargs": {"use_reentrant": False}})
+        else:
+            disable()
 
     @property
     def image_token_id(self) -> int:

@@ -2,7 +2,8 @@
 
 `SampleTable` answers a few held-out questions with the current model after each validation and logs a
 `wandb.Table` (image, question, target, prediction) as `val/samples`, so a researcher sees on the
-dashboard what the model says, not only its loss.
+dashboard what the model says, not only its loss. Offline W&B runs lose the images inside tables
+(wandb issue #4611), so the same samples are also logged as captioned images (`val/sample_images`).
 """
 
 from __future__ import annotations
@@ -36,7 +37,11 @@ class SampleTable(L.Callback):
             [wandb.Image(p["image"]) if p["image"] != "None" else None, p["question"], p["target"], p["prediction"]]
             for p in result.predictions
         ]
+        with_image = [p for p in result.predictions if p["image"] != "None"]
         for logger in loggers:
             logger.log_table("val/samples", columns=["image", "question", "target", "prediction"], data=rows,
                              step=trainer.global_step)
+            if with_image:  # offline W&B drops table images (wandb#4611); a captioned image list survives
+                logger.log_image("val/sample_images", images=[p["image"] for p in with_image], step=trainer.global_step,
+                                 caption=[f"{p['question']} → {p['prediction']} (target: {p['target']})" for p in with_image])
         pl_module.log("val/sample_accuracy", result.accuracy)
