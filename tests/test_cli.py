@@ -48,3 +48,18 @@ def test_eval_without_checkpoint_explains(tmp_path):
     result = run_vlx("eval", "recipe=llava-tiny", cwd=tmp_path)
     assert result.returncode == 2
     assert "vlx eval: error: vlx eval needs checkpoint=DIR" in result.stderr
+
+
+def test_bad_dataset_stops_training_with_one_line_naming_file_and_sample(tmp_path, tiny_cfg, vlx_home):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"id": "cat-7", "image": "missing.png",
+                                "conversations": [{"from": "human", "value": "<image>\nWhat?"}, {"from": "gpt", "value": "a cat"}]}]))
+    result = run_vlx(
+        "train", "recipe=llava-tiny", f"paths.home={vlx_home}", "logger=none", "train.stages=[finetune]",
+        f"stages.finetune.data.train.json_path={bad}", f"stages.finetune.data.train.image_dir={tmp_path}",
+        "stages.finetune.data.val=null", cwd=tmp_path,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("vlx train: error:")]
+    assert errors == [f"vlx train: error: {bad}: sample cat-7: image file {tmp_path / 'missing.png'} not found "
+                      f"(image_dir={tmp_path})"]

@@ -36,16 +36,19 @@ class VQAResult:
     accuracy: float
     per_type: dict[str, float]
     chance: float
+    chance_per_type: dict[str, float]
     n: int
     predictions: list[dict[str, Any]] = field(default_factory=list)
 
 
-def chance_accuracy(samples: list[dict[str, Any]]) -> float:
-    """Accuracy of always giving the most frequent answer of each question type."""
+def chance_accuracy(samples: list[dict[str, Any]]) -> tuple[float, dict[str, float]]:
+    """Accuracy of always giving the most frequent answer of each question type: overall and per type."""
     by_type: dict[str, Counter[str]] = defaultdict(Counter)
     for sample in samples:
         by_type[sample["question_type"]][sample["target"]] += 1
-    return sum(counts.most_common(1)[0][1] for counts in by_type.values()) / max(len(samples), 1)
+    best = {kind: counts.most_common(1)[0][1] for kind, counts in sorted(by_type.items())}
+    per_type = {kind: best[kind] / sum(by_type[kind].values()) for kind in best}
+    return sum(best.values()) / max(len(samples), 1), per_type
 
 
 def load_questions(json_path: str | Path, image_dir: str | Path | None, limit: int | None = None) -> list[dict[str, Any]]:
@@ -93,8 +96,9 @@ def evaluate_vqa(
     for p in predictions:
         correct[p["question_type"]].append(p["prediction"] == p["target"])
     total = [hit for hits in correct.values() for hit in hits]
+    chance, chance_per_type = chance_accuracy(samples)
     return VQAResult(
         accuracy=sum(total) / max(len(total), 1),
         per_type={kind: sum(hits) / len(hits) for kind, hits in sorted(correct.items())},
-        chance=chance_accuracy(samples), n=len(total), predictions=predictions,
+        chance=chance, chance_per_type=chance_per_type, n=len(total), predictions=predictions,
     )

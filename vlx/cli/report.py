@@ -67,7 +67,7 @@ def evaluate_checkpoint(config: DictConfig | dict[str, Any], model: VisionLangua
     batch = int(eval_cfg.get("batch_size", 64))
     result = score(model, samples, batch, blank=False, label="evaluating")
     report: dict[str, Any] = {"accuracy": result.accuracy, "chance": result.chance, "n": result.n,
-                              "per_type": result.per_type}
+                              "per_type": result.per_type, "chance_per_type": result.chance_per_type}
     print(f"accuracy={result.accuracy:.3f}")
     for kind, value in result.per_type.items():
         print(f"accuracy[{kind}]={value:.3f}")
@@ -78,6 +78,8 @@ def evaluate_checkpoint(config: DictConfig | dict[str, Any], model: VisionLangua
         for kind, value in blank.per_type.items():
             print(f"blank_accuracy[{kind}]={value:.3f}")
     print(f"chance={result.chance:.3f}")
+    for kind, value in result.chance_per_type.items():
+        print(f"chance[{kind}]={value:.3f}")
     out = Path(cfg["output_dir"]) / "eval.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({**report, "predictions": result.predictions}, indent=1))
