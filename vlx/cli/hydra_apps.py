@@ -34,7 +34,8 @@ NO_OUTPUT_DIR = ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_loggi
 def run_hydra(task: Callable[[DictConfig], Any], argv: list[str], prog: str, extra: list[str] = ()) -> None:
     """Run `task` as a Hydra app over `argv` (Hydra reads sys.argv, so it is swapped in).
 
-    `extra` overrides go before the user's, so the user can still change them.
+    `extra` overrides go after the user's arguments (argparse needs flags like `-m` before positionals
+    to stay together with theirs).
     """
     register_recipes()
 
@@ -45,7 +46,7 @@ def run_hydra(task: Callable[[DictConfig], Any], argv: list[str], prog: str, ext
             raise _Escaped(exc) from None
 
     saved = sys.argv
-    sys.argv = [prog, f"hydra.job.name={prog.split()[-1]}", *extra, *argv]
+    sys.argv = [prog, *argv, f"hydra.job.name={prog.split()[-1]}", *extra]
     try:
         hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")(guarded)()
     except _Escaped as escaped:

@@ -114,7 +114,10 @@ class LlavaJsonDataset(Dataset):
             image = self.image_dir / str(record["image"])
             if not image.is_file():
                 raise DataError(f"{where}: image file {image} not found (image_dir={self.image_dir})")
-        encoded = prompt_format.encode(turns, tokenizer, has_image=image is not None, sample_id=where)
+        try:
+            encoded = prompt_format.encode(turns, tokenizer, has_image=image is not None, sample_id=sample_id)
+        except DataError as exc:  # "sample ID: ..." → "FILE: sample ID: ..."
+            raise DataError(f"{self.path}: {exc}") from None
         ids, labels = expand_image_slot(encoded.input_ids, encoded.labels, image_token_id, num_image_tokens)
         if all(label == IGNORE_INDEX for label in labels):
             raise DataError(f"{where}: every label is masked (no assistant answer would be trained)")
