@@ -11,7 +11,7 @@ from vlx.config import compose, recipe_names
 
 
 def test_recipes_are_found():
-    assert {"llava-tiny", "llava-v1.5-7b"} <= set(recipe_names())
+    assert {"llava-tiny", "llava-v1.5-7b", "prism-dinosiglip-224px-7b", "prism-dinosiglip-7b"} <= set(recipe_names())
 
 
 @pytest.mark.parametrize("recipe", ["llava-tiny", "llava-v1.5-7b"])
@@ -50,3 +50,23 @@ def test_overrides_change_the_built_model():
     assert type(model.projector).__name__ == "LinearProjector"
     assert model.projector.linear_1.in_features == cfg["vision"]["config"]["hidden_size"]
     assert model.projector.linear_1.out_features == cfg["llm"]["config"]["hidden_size"]
+
+
+@pytest.mark.parametrize("recipe, vision, patches", [
+    ("prism-dinosiglip-224px-7b", "dinosiglip-224px", 256), ("prism-dinosiglip-7b", "dinosiglip-384px", 729)])
+def test_prism_recipes_match_prismatic(recipe, vision, patches, capsys):
+    cfg = compose([f"recipe={recipe}"])
+    assert cfg.vision.name == vision and cfg.projector.name == "fused-mlp"
+    assert cfg.llm.source == "meta-llama/Llama-2-7b-hf" and list(cfg.train.stages) == ["finetune"]
+    stage = cfg.stages.finetune
+    assert (stage.epochs, stage.lr, stage.global_batch_size, stage.weight_decay) == (2, 2e-5, 128, 0.1)
+    assert (stage.warmup_ratio, stage.schedule, stage.max_grad_norm) == (0.03, "cosine", 1.0)
+    assert stage.prompt.name == "pure" and stage.prompt.image_placement == "after-bos"
+    counts = print_info(cfg)
+    if recipe == "prism-dinosiglip-224px-7b":
+        assert counts["total"] == 7_541_237_184  # OpenVLA-7B / Prism-DINOSigLIP-224px-7B
+        assert "params_total=7541237184" in capsys.readouterr().out
+    assert counts["vision_total"] == EXPECTED_VISION[vision]
+
+
+EXPECTED_VISION = {"dinosiglip-224px": 730_911_680, "dinosiglip-384px": 731_940_928}

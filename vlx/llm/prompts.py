@@ -93,8 +93,10 @@ class PromptFormat(ABC):
     def generation_ids(self, turns: list[Turn], tokenizer: Any, has_image: bool) -> list[int]:
         """Prompt ids for generating the next assistant answer: the training ids cut before that answer."""
         probe = self.encode([*turns, Turn("assistant", "x")], tokenizer, has_image, sample_id="<generation>")
-        last_prompt = max(i for i, label in enumerate(probe.labels) if label == IGNORE_INDEX)
-        return probe.input_ids[: last_prompt + 1]
+        start = max(i for i, label in enumerate(probe.labels) if label != IGNORE_INDEX)
+        while start > 0 and probe.labels[start - 1] != IGNORE_INDEX:  # back to the start of the last answer
+            start -= 1
+        return probe.input_ids[:start]
 
 
 def turns_from_messages(messages: list[tuple[str, str]]) -> list[Turn]:
