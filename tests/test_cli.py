@@ -27,7 +27,7 @@ def test_unknown_registry_name_is_one_line_error(tmp_path):
     assert "Traceback" not in result.stderr
     error = [line for line in result.stderr.splitlines() if line.startswith("vlx info: error:")]
     assert error == ["vlx info: error: unknown projector 'mlpp' at config key 'projector.name'. "
-                     "Did you mean 'mlp'? Known: linear, mlp"]
+                     "Did you mean 'mlp'? Known: fused-mlp, linear, mlp"]
 
 
 def test_unknown_command_shows_usage(tmp_path):

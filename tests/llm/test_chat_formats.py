@@ -8,7 +8,7 @@ import pytest
 
 from vlx.errors import ConfigError, DataError
 from vlx.llm.chat_formats import LLAMA2_SYSTEM
-from vlx.llm.prompts import IGNORE_INDEX, PromptFormat, Turn
+from vlx.llm.prompts import IGNORE_INDEX, PromptFormat, Turn, label_runs
 from vlx.registry import PROMPT_FORMATS
 
 Q1 = "Where is the red circle?"
@@ -65,18 +65,6 @@ def _turns(n: int, marker: bool = True) -> list[Turn]:
     return turns[: 2 * n]
 
 
-def _label_runs(labels: list[int]) -> list[tuple[int, int]]:
-    """(start, end) of each maximal run of positions that carry a label."""
-    runs, start = [], None
-    for index, label in enumerate([*labels, IGNORE_INDEX]):
-        if label != IGNORE_INDEX and start is None:
-            start = index
-        elif label == IGNORE_INDEX and start is not None:
-            runs.append((start, index))
-            start = None
-    return runs
-
-
 def _decode(tokenizer: Any, ids: list[int]) -> str:
     return tokenizer.decode(ids, skip_special_tokens=False)
 
@@ -90,7 +78,7 @@ def _image_id(tokenizer: Any) -> int:
 def test_labelled_runs_decode_to_each_answer_and_its_end_marker(tokenizer, name, n_turns) -> None:
     encoded = _build(name).encode(_turns(n_turns), tokenizer, has_image=True, sample_id="s0")
     assert len(encoded.input_ids) == len(encoded.labels)
-    runs = _label_runs(encoded.labels)
+    runs = label_runs(encoded.labels)
     answers = [A1, A2][:n_turns]
     assert [_decode(tokenizer, encoded.labels[a:b]).lstrip() for a, b in runs] == [a + END[name] for a in answers]
     assert [encoded.labels[a:b] for a, b in runs] == [encoded.input_ids[a:b] for a, b in runs]
@@ -122,7 +110,7 @@ def test_rendered_text_is_the_exact_template(tokenizer, name, n_turns) -> None:
 def test_generation_ids_are_the_training_prefix_before_the_answer(tokenizer, name, answer_index) -> None:
     fmt = _build(name)
     train = fmt.encode(_turns(2), tokenizer, has_image=True)
-    answer_start = _label_runs(train.labels)[answer_index][0]
+    answer_start = label_runs(train.labels)[answer_index][0]
     generation = fmt.generation_ids(_turns(2)[: 2 * answer_index + 1], tokenizer, has_image=True)
     assert generation == train.input_ids[:answer_start]
     assert train.labels[len(generation)] != IGNORE_INDEX and train.labels[len(generation) - 1] == IGNORE_INDEX
@@ -148,7 +136,7 @@ def test_after_bos_placement_puts_the_slot_right_after_bos(tokenizer, name, mark
     assert encoded.labels[:2] == [IGNORE_INDEX, IGNORE_INDEX]
     expected = TEMPLATES[name][1].replace("<image>\n", "")
     assert _decode(tokenizer, encoded.input_ids[2:]).lstrip() == expected
-    runs = _label_runs(encoded.labels)
+    runs = label_runs(encoded.labels)
     assert [_decode(tokenizer, encoded.labels[a:b]).lstrip() for a, b in runs] == [A1 + END[name], A2 + END[name]]
 
 

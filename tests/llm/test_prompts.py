@@ -6,7 +6,7 @@ import pytest
 
 from vlx.errors import ConfigError, DataError
 from vlx.llm.formats import VICUNA_SYSTEM, PlainFormat, VicunaFormat
-from vlx.llm.prompts import IGNORE_INDEX, Segment, Turn, expand_image_slot, turns_from_messages
+from vlx.llm.prompts import IGNORE_INDEX, Segment, Turn, expand_image_slot, label_runs, turns_from_messages
 
 LONG = "a red circle at the top left"
 SHORT = "3"
@@ -25,18 +25,6 @@ def _multi_turns() -> list[Turn]:
 
 def _plain_turns(answer: str = LONG) -> list[Turn]:
     return [Turn("user", "<image>"), Turn("assistant", answer)]
-
-
-def _label_runs(labels: list[int]) -> list[tuple[int, int]]:
-    """(start, end) of each maximal run of positions that carry a label."""
-    runs, start = [], None
-    for index, label in enumerate([*labels, IGNORE_INDEX]):
-        if label != IGNORE_INDEX and start is None:
-            start = index
-        elif label == IGNORE_INDEX and start is not None:
-            runs.append((start, index))
-            start = None
-    return runs
 
 
 def _decode(tokenizer, ids: list[int]) -> str:
@@ -62,7 +50,7 @@ def test_labelled_positions_decode_to_answer_and_eos(tokenizer, fmt, turns, answ
     assert len(encoded.input_ids) == len(encoded.labels)
     labelled = [i for i, label in enumerate(encoded.labels) if label != IGNORE_INDEX]
     assert all(encoded.labels[i] == encoded.input_ids[i] for i in labelled)
-    assert len(_label_runs(encoded.labels)) == 1
+    assert len(label_runs(encoded.labels)) == 1
     assert labelled[-1] == len(encoded.input_ids) - 1  # the final </s> is trained
     assert encoded.input_ids[-1] == tokenizer.eos_token_id
     assert _decode(tokenizer, [encoded.labels[i] for i in labelled]).lstrip() == answer + "</s>"
@@ -70,7 +58,7 @@ def test_labelled_positions_decode_to_answer_and_eos(tokenizer, fmt, turns, answ
 
 def test_multiturn_vicuna_labels_are_exactly_the_answers_in_order(tokenizer) -> None:
     encoded = VicunaFormat().encode(_multi_turns(), tokenizer, has_image=True, sample_id="s0")
-    runs = _label_runs(encoded.labels)
+    runs = label_runs(encoded.labels)
     assert [_decode(tokenizer, encoded.labels[a:b]).lstrip() for a, b in runs] == [LONG + "</s>", SHORT + "</s>"]
     assert [encoded.labels[a:b] for a, b in runs] == [encoded.input_ids[a:b] for a, b in runs]
     # everything outside the answers (BOS, system prompt, user turns, role tags) is unlabelled
@@ -118,7 +106,7 @@ def test_custom_vicuna_system_prompt_is_used_and_unlabelled(tokenizer) -> None:
 )
 def test_generation_ids_are_the_training_prefix_before_the_answer(tokenizer, fmt, turns) -> None:
     train = fmt.encode(turns, tokenizer, has_image=True)
-    first_answer = _label_runs(train.labels)[0][0]
+    first_answer = label_runs(train.labels)[0][0]
     generation = fmt.generation_ids(turns[:-1], tokenizer, has_image=True)
     assert generation == train.input_ids[:first_answer]
     assert 0 < len(generation) < len(train.input_ids)
@@ -127,7 +115,7 @@ def test_generation_ids_are_the_training_prefix_before_the_answer(tokenizer, fmt
 def test_generation_ids_for_second_turn_are_the_prefix_before_the_second_answer(tokenizer) -> None:
     fmt = VicunaFormat()
     train = fmt.encode(_multi_turns(), tokenizer, has_image=True)
-    second_answer = _label_runs(train.labels)[1][0]
+    second_answer = label_runs(train.labels)[1][0]
     generation = fmt.generation_ids(_multi_turns()[:3], tokenizer, has_image=True)
     assert generation == train.input_ids[:second_answer]
     assert _decode(tokenizer, generation).endswith(f"USER: {Q2} ASSISTANT:")

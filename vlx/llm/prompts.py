@@ -93,10 +93,20 @@ class PromptFormat(ABC):
     def generation_ids(self, turns: list[Turn], tokenizer: Any, has_image: bool) -> list[int]:
         """Prompt ids for generating the next assistant answer: the training ids cut before that answer."""
         probe = self.encode([*turns, Turn("assistant", "x")], tokenizer, has_image, sample_id="<generation>")
-        start = max(i for i, label in enumerate(probe.labels) if label != IGNORE_INDEX)
-        while start > 0 and probe.labels[start - 1] != IGNORE_INDEX:  # back to the start of the last answer
-            start -= 1
+        start, _ = label_runs(probe.labels)[-1]  # where the last (probe) answer begins
         return probe.input_ids[:start]
+
+
+def label_runs(labels: list[int]) -> list[tuple[int, int]]:
+    """(start, end) of each maximal run of positions that carry a label (one per answer)."""
+    runs, start = [], None
+    for index, label in enumerate([*labels, IGNORE_INDEX]):
+        if label != IGNORE_INDEX and start is None:
+            start = index
+        elif label == IGNORE_INDEX and start is not None:
+            runs.append((start, index))
+            start = None
+    return runs
 
 
 def turns_from_messages(messages: list[tuple[str, str]]) -> list[Turn]:
