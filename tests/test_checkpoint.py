@@ -52,3 +52,21 @@ def test_mismatched_weights_list_the_offending_names(tiny_model, tmp_path):
     save_file(tensors, directory / "model.safetensors")
     with pytest.raises(CheckpointError, match=r"missing \['projector.linear_2.bias'\].*unexpected \['projector.extra'\]"):
         load(directory)
+
+
+def test_fused_backbone_model_round_trips(tiny_cfg, tmp_path):
+    """A Prismatic-style model (two tiny timm ViTs, fused MLP, pure prompt) rebuilds from its checkpoint."""
+    from vlx.builder import build_model
+
+    member = {"name": "timm-vit", "image_size": 32, "model_kwargs": {"depth": 2, "num_heads": 2}}
+    vision = {"name": "fused", "members": [
+        {**member, "model_id": "vit_small_patch16_224", "model_kwargs": {**member["model_kwargs"], "embed_dim": 16}},
+        {**member, "model_id": "vit_base_patch16_siglip_224", "model_kwargs": {**member["model_kwargs"], "embed_dim": 24}},
+    ]}
+    cfg = {**tiny_cfg, "vision": vision, "projector": {"name": "fused-mlp"},
+           "prompt": {"name": "pure", "image_placement": "after-bos"}}
+    model = build_model(cfg)
+    loaded = load(save_checkpoint(model, tmp_path / "prism"))
+    assert loaded.vision.embed_dim == 40 and type(loaded.projector).__name__ == "FusedMLPProjector"
+    assert all(torch.equal(t, model.state_dict()[n]) for n, t in loaded.state_dict().items())
+    assert loaded.prompt_format.image_placement == "after-bos"
