@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+from omegaconf import OmegaConf
+
 
 def run_vlx(*args, cwd, env_extra=None):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", **(env_extra or {})}
@@ -65,11 +67,11 @@ def test_bad_dataset_stops_training_with_one_line_naming_file_and_sample(tmp_pat
                       f"(image_dir={tmp_path})"]
 
 
-def test_multirun_sweep_gives_each_job_its_own_checkpoints(tmp_path, vlx_home, tiny_cfg, shapes):
+def test_multirun_sweep_gives_each_job_its_own_checkpoints_and_one_wandb_group(tmp_path, vlx_home, tiny_cfg, shapes):
     data = [f"stages.{stage}.data.train.json_path={path}" for stage, path in
             (("align", shapes.captions("train")), ("finetune", shapes.questions("train")))]
     result = run_vlx(
-        "train", "-m", "recipe=llava-tiny", "projector=linear,mlp", f"paths.home={vlx_home}", "logger=none",
+        "train", "-m", "recipe=llava-tiny", "projector=linear,mlp", f"paths.home={vlx_home}", "logger=wandb",
         f"shapes.root={shapes.root}", *data, "stages.finetune.data.val=null", "stages.align.max_steps=1",
         "stages.finetune.max_steps=1", "run_name=sweep", cwd=tmp_path,
     )
@@ -77,4 +79,8 @@ def test_multirun_sweep_gives_each_job_its_own_checkpoints(tmp_path, vlx_home, t
     for job, projector in ((0, "linear"), (1, "mlp")):
         checkpoint = tmp_path / "runs" / "multirun-sweep" / str(job) / "checkpoints" / "finetune"
         assert f"checkpoint[finetune]={checkpoint}" in result.stdout
-        assert f"projector:\n  name: {projector}\n" in (checkpoint / "config.yaml").read_text()
+        config = OmegaConf.load(checkpoint / "config.yaml")
+        assert config.projector.name == projector
+        assert config.logger.group == "multirun-sweep" and config.run_name == f"multirun-sweep-{job}"
+        assert f"projector={projector}" in config.logger.tags
+        assert len(list((checkpoint.parent.parent / "wandb").glob("offline-run-*"))) == 2  # align + finetune

@@ -31,7 +31,5 @@ def main(argv: list[str]) -> None:
 
         overrides = args.overrides if any(o.startswith("recipe=") for o in args.overrides) else ["recipe=llava-tiny", *args.overrides]
         cfg = compose(overrides)
-        vision, llm = to_plain(cfg.vision), to_plain(cfg.llm)
-        write_tiny_assets(vision, llm, seed=cfg.seed)
-        print(f"vision={vision['source']}")
-        print(f"llm={llm['source']}")
+        write_tiny_assets(to_plain(cfg.vision), to_plain(cfg.llm), seed=cfg.seed)
+        print(f"assets={to_plain(cfg.paths.assets)}")

@@ -27,9 +27,9 @@ def main(argv: list[str]) -> None:
     start = time.monotonic()
     overrides = argv if any(a.startswith("recipe=") for a in argv) else ["recipe=llava-tiny", *argv]
     cfg = to_plain(compose(overrides))
-    with console.status("writing tiny assets (tokenizer, CLIP vision, Llama)"):
+    with console.status("writing tiny assets (tokenizer, random vision and LLM weights)"):
         write_tiny_assets(cfg["vision"], cfg["llm"], seed=cfg["seed"])
-    console.print(f"[bold]assets[/] {cfg['vision']['source']}, {cfg['llm']['source']}")
+    console.print(f"[bold]assets[/] {cfg['paths']['assets']}")
     shapes = cfg["shapes"]
     with console.status("generating the shapes dataset"):
         generate_shapes(shapes["root"], n_train=shapes["n_train"], n_val=shapes["n_val"], seed=shapes["seed"],

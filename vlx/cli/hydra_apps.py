@@ -14,6 +14,7 @@ from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from vlx.config import register_recipes
@@ -55,10 +56,26 @@ def run_hydra(task: Callable[[DictConfig], Any], argv: list[str], prog: str, ext
         sys.argv = saved
 
 
+def label_sweep_job(cfg: DictConfig, hydra_cfg: Any) -> None:
+    """Point outputs at the job's own directory; in a multirun, name the W&B group after the sweep.
+
+    Every job of `vlx train -m ...` becomes one W&B run in the group named after the sweep directory
+    (one name for the whole sweep), its run named `{sweep}-{job number}`, tagged with its overrides.
+    """
+    cfg.output_dir = hydra_cfg.runtime.output_dir
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return
+    sweep = Path(hydra_cfg.runtime.output_dir).parent.name
+    cfg.run_name = f"{sweep}-{hydra_cfg.job.num}"
+    if "group" in cfg.logger:
+        cfg.logger.group = cfg.logger.group or sweep
+        cfg.logger.tags = [*cfg.logger.tags, *(o[:64] for o in hydra_cfg.overrides.task)]  # W&B: ≤ 64 chars
+
+
 def _train(cfg: DictConfig) -> None:
     from vlx.training.run import run_training
 
-    cfg.output_dir = HydraConfig.get().runtime.output_dir  # a multirun job's own sweep subdirectory
+    label_sweep_job(cfg, HydraConfig.get())
     checkpoints = run_training(cfg)
     for stage, path in checkpoints.items():
         print(f"checkpoint[{stage}]={path}")

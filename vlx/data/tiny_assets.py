@@ -1,10 +1,11 @@
 """Tiny local assets — the embedded default that lets vlx run offline on a laptop CPU.
 
-Writes into a directory: a BPE tokenizer trained on the synthetic shapes text and vlx's prompt
-templates (saved in transformers format), and randomly initialised transformers checkpoints (a CLIP
-vision tower and a Llama-style causal LM) saved with `save_pretrained`. Their architectures come from
-the tiny recipe's `vision.config` / `llm.config`, and the recipe loads them back through the same
-`from_pretrained` path as real models — nothing is fetched from a hub.
+Writes: a BPE tokenizer trained on the synthetic shapes text and vlx's prompt templates (transformers
+format), randomly initialised transformers checkpoints (a CLIP vision tower, a Llama-style causal LM)
+saved with `save_pretrained`, and random timm ViT weights saved as safetensors files. Architectures
+come from the tiny recipe's config nodes, and the recipe loads them back through the same code paths as
+real weights (`from_pretrained`, timm's `pretrained_cfg_overlay=dict(file=...)`) — nothing is fetched
+from a hub. A small JSON stamp beside each asset records what it was written for.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import timm
 import torch
+from safetensors.torch import save_file
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoModelForCausalLM, CLIPVisionConfig, CLIPVisionModel, PreTrainedTokenizerFast
 
@@ -26,7 +29,7 @@ from vlx.llm.backbone import build_hf_config
 from vlx.llm.formats import VICUNA_SYSTEM
 
 POSITION_STD = 1.0
-ASSETS_VERSION = 2  # bump when the generated assets change for the same configs
+ASSETS_VERSION = 3  # bump when the generated assets change for the same configs
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
 TEMPLATE_TEXT = [VICUNA_SYSTEM, "USER: ASSISTANT:", "In: Out:", "What action should the robot take to"]
 
@@ -74,37 +77,78 @@ def tiny_clip_vision(config: Mapping[str, Any]) -> CLIPVisionModel:
     return model
 
 
-def matches(directory: Path, config: Mapping[str, Any]) -> bool:
-    """Whether `directory` holds a saved model whose config.json agrees with every field of `config`."""
-    path = directory / "config.json"
-    if not path.is_file():
-        return False
-    saved = json.loads(path.read_text())
-    return all(saved.get(key) == value for key, value in config.items())
+def local_path(value: Any, where: str) -> Path:
+    """An absolute local path from a config value; tiny assets are never written to hub ids."""
+    path = Path(str(value)).expanduser()
+    if value is None or not path.is_absolute():
+        raise ConfigError(f"{where}={value} is not a local path: tiny assets are written only for tiny recipes "
+                          "whose sources point into paths.assets (e.g. recipe=llava-tiny)")
+    return path
 
 
-def write_tiny_assets(vision: Mapping[str, Any], llm: Mapping[str, Any], seed: int = 0) -> None:
-    """Write the tokenizer, CLIP vision and causal-LM checkpoints that `vision`/`llm` configs point at.
+def is_current(stamp: Path, description: Mapping[str, Any]) -> bool:
+    """Whether `stamp` records exactly this asset version and description."""
+    return stamp.is_file() and json.loads(stamp.read_text()) == {"version": ASSETS_VERSION, **description}
 
-    `vision` and `llm` are the recipe's config nodes: their `source` is where the checkpoint goes,
-    their `config` its architecture; the LLM's tokenizer is saved next to its weights. Existing
-    assets with the requested architectures are left alone; others are rewritten.
-    """
-    vision_dir, llm_dir = Path(str(vision["source"])).expanduser(), Path(str(llm["source"])).expanduser()
-    for where, directory in (("vision.source", vision_dir), ("llm.source", llm_dir)):
-        if not directory.is_absolute():
-            raise ConfigError(f"{where}={directory} is not a local directory: tiny assets are written only for "
-                              "tiny recipes whose sources point into paths.assets (e.g. recipe=llava-tiny)")
-    stamp = vision_dir / "vlx-assets.json"
-    current = stamp.is_file() and json.loads(stamp.read_text()).get("version") == ASSETS_VERSION
-    if current and matches(vision_dir, vision["config"]) and matches(llm_dir, llm["config"]):
+
+def write_stamp(stamp: Path, description: Mapping[str, Any]) -> None:
+    stamp.write_text(json.dumps({"version": ASSETS_VERSION, **description}, sort_keys=True))
+
+
+def tiny_timm_vit(model_id: str, image_size: int, model_kwargs: Mapping[str, Any]) -> torch.nn.Module:
+    """A random timm ViT with position embeddings at content scale (see `tiny_clip_vision`)."""
+    model = timm.create_model(model_id, pretrained=False, num_classes=0, img_size=image_size, **model_kwargs)
+    with torch.no_grad():
+        model.pos_embed.normal_(std=POSITION_STD)
+    return model
+
+
+def write_tiny_vision(vision: Mapping[str, Any], where: str = "vision") -> None:
+    """Write the random weights a tiny vision config points at (`hf-clip` dir, `timm-vit` file, `fused`)."""
+    name = vision["name"]
+    if name == "fused":
+        for index, member in enumerate(vision["members"]):
+            write_tiny_vision(member, f"{where}.members[{index}]")
+    elif name == "hf-clip":
+        directory = local_path(vision.get("source"), f"{where}.source")
+        stamp = directory / "vlx-assets.json"
+        if not is_current(stamp, {"config": vision["config"]}):
+            tiny_clip_vision(vision["config"]).save_pretrained(directory)
+            write_stamp(stamp, {"config": vision["config"]})
+    elif name == "timm-vit":
+        file = local_path(vision.get("weights_file"), f"{where}.weights_file")
+        description = {k: vision.get(k) for k in ("model_id", "image_size", "model_kwargs")}
+        stamp = file.with_name(file.name + ".vlx.json")
+        if not (file.is_file() and is_current(stamp, description)):
+            file.parent.mkdir(parents=True, exist_ok=True)
+            model = tiny_timm_vit(vision["model_id"], vision["image_size"], vision.get("model_kwargs") or {})
+            save_file(model.state_dict(), str(file))
+            write_stamp(stamp, description)
+    else:
+        raise ConfigError(f"{where}.name={name!r}: tiny assets can be written for hf-clip, timm-vit and fused")
+
+
+def write_tiny_llm(llm: Mapping[str, Any]) -> None:
+    """Write the tokenizer and random causal LM that a tiny `llm` config points at."""
+    directory = local_path(llm.get("source"), "llm.source")
+    stamp = directory / "vlx-assets.json"
+    if is_current(stamp, {"config": llm["config"]}):
         return
-    torch.manual_seed(seed)
     vocab_rows = int(llm["config"]["vocab_size"])
     tokenizer = train_tokenizer(tokenizer_corpus(), vocab_size=vocab_rows - 64)
     if len(tokenizer) > vocab_rows:
         raise ConfigError(f"llm.config.vocab_size={vocab_rows} is smaller than the tiny tokenizer ({len(tokenizer)})")
-    tiny_clip_vision(vision["config"]).save_pretrained(vision_dir)
-    AutoModelForCausalLM.from_config(build_hf_config(llm["config"], "llm.config")).save_pretrained(llm_dir)
-    tokenizer.save_pretrained(llm_dir)
-    stamp.write_text(json.dumps({"version": ASSETS_VERSION}))
+    AutoModelForCausalLM.from_config(build_hf_config(llm["config"], "llm.config")).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    write_stamp(stamp, {"config": llm["config"]})
+
+
+def write_tiny_assets(vision: Mapping[str, Any], llm: Mapping[str, Any], seed: int = 0) -> None:
+    """Write the tokenizer and random vision/LLM weights that a tiny recipe's `vision`/`llm` nodes point at.
+
+    Sources (and timm `weights_file`s) say where each asset goes and `config`/`model_kwargs` its
+    architecture; assets already written for the same description are left alone.
+    """
+    torch.manual_seed(seed)
+    write_tiny_vision(vision)
+    write_tiny_llm(llm)
