@@ -1,4 +1,4 @@
-"""The learning proof, end to end through the `vlx` command: llava-tiny must use the image.
+"""The learning proof, end to end through the `vlx` command: llava-tiny and prismatic-tiny must use the image.
 
 Runs `vlx demo` (tiny assets → shapes data → align → finetune → eval) on a shortened schedule so CI
 stays fast, then checks that held-out accuracy clearly beats both the best blind answer and the same
@@ -18,7 +18,11 @@ from pathlib import Path
 
 import pytest
 
-SHORT_SCHEDULE = ["shapes.n_train=8000", "shapes.n_val=200", "stages.finetune.epochs=4", "run_name=ci"]
+SHORT_SCHEDULES = {  # recipe: (overrides, required margin over the blind answer, over the blank-image control)
+    "llava-tiny": (["shapes.n_train=8000", "shapes.n_val=200", "stages.finetune.epochs=4", "run_name=ci"], 0.25, 0.30),
+    # the fused timm towers learn slower than llava-tiny's CLIP (measured here: 0.54 vs blind 0.30, blank 0.25)
+    "prismatic-tiny": (["shapes.n_train=12000", "shapes.n_val=200", "stages.finetune.epochs=5", "run_name=ci"], 0.15, 0.20),
+}
 
 
 def vlx(*args: str, cwd: Path, home: Path) -> subprocess.CompletedProcess:
@@ -34,21 +38,23 @@ def numbers(output: str) -> dict[str, float]:
 
 
 @pytest.mark.slow
-def test_llava_tiny_learns_to_use_the_image(tmp_path):
-    demo = vlx("demo", *SHORT_SCHEDULE, cwd=tmp_path, home=tmp_path / "home")
+@pytest.mark.parametrize("recipe, stages", [("llava-tiny", ["align", "finetune"]), ("prismatic-tiny", ["finetune"])])
+def test_tiny_recipe_learns_to_use_the_image(recipe, stages, tmp_path):
+    overrides, over_chance, over_blank = SHORT_SCHEDULES[recipe]
+    demo = vlx("demo", f"recipe={recipe}", *overrides, cwd=tmp_path, home=tmp_path / "home")
     result = numbers(demo.stdout)
     chance, accuracy, blank = result["chance"], result["accuracy"], result["blank_accuracy"]
-    assert accuracy >= chance + 0.25, demo.stdout[-2000:]
-    assert accuracy >= blank + 0.30, demo.stdout[-2000:]
+    assert accuracy >= chance + over_chance, demo.stdout[-2000:]
+    assert accuracy >= blank + over_blank, demo.stdout[-2000:]
     assert blank <= chance + 0.10, demo.stdout[-2000:]
     assert result["accuracy[count]"] >= 0.8, demo.stdout[-2000:]
 
     run = tmp_path / "runs" / "ci"
-    for stage in ("align", "finetune"):
+    for stage in stages:
         assert (run / "checkpoints" / stage / "model.safetensors").is_file()
     offline_runs = sorted((run / "wandb").glob("offline-run-*"))
-    assert len(offline_runs) == 2 and all(list(r.glob("*.wandb")) for r in offline_runs)
-    finetune_media = offline_runs[1] / "files" / "media"
+    assert len(offline_runs) == len(stages) and all(list(r.glob("*.wandb")) for r in offline_runs)
+    finetune_media = offline_runs[-1] / "files" / "media"
     tables = list((finetune_media / "table" / "val").glob("samples_*.table.json"))
     assert tables and json.loads(tables[0].read_text())["columns"] == ["image", "question", "target", "prediction"]
     assert list((finetune_media / "images" / "val").glob("sample_images_*.png"))
