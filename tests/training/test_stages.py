@@ -89,3 +89,13 @@ def test_bf16_mixed_and_gradient_checkpointing_train(stage_cfg, tmp_path):
     train_stage(stage_cfg, "finetune", model, tmp_path / "run")
     assert same(model.vision, vision) and not same(model.llm, llm)
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_reinit_projector_starts_from_a_fresh_projector(stage_cfg, tmp_path):
+    """Prismatic's no-align: a stage may reset the projector while keeping the other weights."""
+    model = prepare_model(stage_cfg, stage_cfg["stages"]["align"], "stages.align", None)
+    checkpoint = train_stage(stage_cfg, "align", model, tmp_path / "run")
+    stage = {**stage_cfg["stages"]["finetune"], "init_from": str(checkpoint), "reinit_projector": True}
+    fresh = prepare_model(stage_cfg, stage, "stages.finetune", None)
+    assert not same(fresh.projector, snapshot(model.projector))
+    assert same(fresh.llm, snapshot(model.llm)) and same(fresh.vision, snapshot(model.vision))

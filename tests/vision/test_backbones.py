@@ -63,3 +63,11 @@ def test_timm_vit_errors_name_the_config_key():
         TimmViT("resnet18", image_size=32)
     with pytest.raises(ConfigError, match=r"vision.feature_layer=5 is outside the model's 2 blocks"):
         TimmViT("vit_small_patch16_224", image_size=32, feature_layer=5, model_kwargs={"depth": 2, "embed_dim": 24, "num_heads": 2})
+
+
+def test_timm_pretrained_without_network_or_local_file_is_a_config_error_with_a_hint(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ConfigError, match=r"could not load timm model 'vit_small_patch16_224.augreg_in21k' "
+                                          r"\(config key 'vision.model_id'\).*set vision.weights_file=FILE"):
+        TimmViT("vit_small_patch16_224.augreg_in21k", image_size=32, pretrained=True,
+                model_kwargs={"embed_dim": 24, "depth": 2, "num_heads": 2})
