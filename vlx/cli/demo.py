@@ -9,13 +9,12 @@ best blind answer. Hydra overrides are accepted (`vlx demo stages.finetune.epoch
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from rich.console import Console
 
 from vlx.builder import to_plain
 from vlx.checkpoint import load
-from vlx.cli.report import evaluate_checkpoint
+from vlx.cli.report import evaluate_checkpoint, print_training_outputs
 from vlx.config import compose
 from vlx.data.shapes import generate_shapes
 from vlx.data.tiny_assets import write_tiny_assets
@@ -43,7 +42,4 @@ def main(argv: list[str]) -> None:
     console.rule("summary")
     console.print(f"accuracy {report['accuracy']:.3f} · blank-image control {report.get('blank_accuracy', float('nan')):.3f}"
                   f" · best blind answer {report['chance']:.3f} · {minutes:.1f} min")
-    for stage, path in checkpoints.items():
-        print(f"checkpoint[{stage}]={path}")
-    wandb_dir = Path(cfg["output_dir"]) / "wandb"
-    print(f"wandb={wandb_dir.resolve()}  (offline runs; `wandb sync {wandb_dir}/offline-run-*` uploads them)")
+    print_training_outputs(checkpoints, cfg["output_dir"])

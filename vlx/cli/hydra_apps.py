@@ -73,15 +73,12 @@ def label_sweep_job(cfg: DictConfig, hydra_cfg: Any) -> None:
 
 
 def _train(cfg: DictConfig) -> None:
+    from vlx.cli.report import print_training_outputs
     from vlx.training.run import run_training
 
     label_sweep_job(cfg, HydraConfig.get())
     checkpoints = run_training(cfg)
-    for stage, path in checkpoints.items():
-        print(f"checkpoint[{stage}]={path}")
-    wandb_dir = Path(cfg.output_dir) / "wandb"
-    if wandb_dir.is_dir():
-        print(f"wandb={wandb_dir}")
+    print_training_outputs(checkpoints, cfg.output_dir)
 
 
 def _evaluate(cfg: DictConfig) -> None:

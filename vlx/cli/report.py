@@ -46,6 +46,15 @@ def print_info(config: DictConfig | dict[str, Any]) -> dict[str, int]:
     return counts
 
 
+def print_training_outputs(checkpoints: dict[str, Path], output_dir: str | Path) -> None:
+    """Print where `vlx train`/`vlx demo` left each stage's checkpoint and the W&B runs."""
+    for stage, path in checkpoints.items():
+        print(f"checkpoint[{stage}]={path}")
+    wandb_dir = Path(output_dir) / "wandb"
+    if wandb_dir.is_dir():
+        print(f"wandb={wandb_dir.resolve()}  (offline runs; `wandb sync {wandb_dir}/offline-run-*` uploads them)")
+
+
 def score(model: VisionLanguageModel, samples: list[dict[str, Any]], batch_size: int, blank: bool, label: str) -> VQAResult:
     """Evaluate with a progress bar."""
     with Progress(transient=True) as progress:
