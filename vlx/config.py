@@ -34,6 +34,11 @@ def register_recipes() -> None:
         store.store(group="recipe", name=path.stem, node=OmegaConf.load(path), package="_global_")
 
 
+def with_recipe(overrides: Sequence[str], default: str = "llava-tiny") -> list[str]:
+    """`overrides`, with `recipe=default` first unless they already pick a recipe."""
+    return list(overrides) if any(o.startswith("recipe=") for o in overrides) else [f"recipe={default}", *overrides]
+
+
 def compose(overrides: Sequence[str] = ()) -> DictConfig:
     """The composed config for Hydra-style `overrides` (e.g. `["recipe=llava-tiny"]`)."""
     register_recipes()

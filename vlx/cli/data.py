@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from vlx.builder import to_plain
-from vlx.config import compose
+from vlx.config import compose, with_recipe
 from vlx.data.shapes import generate_shapes
 
 
@@ -29,7 +29,6 @@ def main(argv: list[str]) -> None:
     else:
         from vlx.data.tiny_assets import write_tiny_assets
 
-        overrides = args.overrides if any(o.startswith("recipe=") for o in args.overrides) else ["recipe=llava-tiny", *args.overrides]
-        cfg = compose(overrides)
+        cfg = compose(with_recipe(args.overrides))
         write_tiny_assets(to_plain(cfg.vision), to_plain(cfg.llm), seed=cfg.seed)
         print(f"assets={to_plain(cfg.paths.assets)}")

@@ -15,7 +15,7 @@ from rich.console import Console
 from vlx.builder import to_plain
 from vlx.checkpoint import load
 from vlx.cli.report import evaluate_checkpoint, print_training_outputs
-from vlx.config import compose
+from vlx.config import compose, with_recipe
 from vlx.data.shapes import generate_shapes
 from vlx.data.tiny_assets import write_tiny_assets
 from vlx.training.run import run_training
@@ -24,8 +24,7 @@ from vlx.training.run import run_training
 def main(argv: list[str]) -> None:
     console = Console()
     start = time.monotonic()
-    overrides = argv if any(a.startswith("recipe=") for a in argv) else ["recipe=llava-tiny", *argv]
-    cfg = to_plain(compose(overrides))
+    cfg = to_plain(compose(with_recipe(argv)))
     with console.status("writing tiny assets (tokenizer, random vision and LLM weights)"):
         write_tiny_assets(cfg["vision"], cfg["llm"], seed=cfg["seed"])
     console.print(f"[bold]assets[/] {cfg['paths']['assets']}")
