@@ -1,7 +1,7 @@
 """Named registries for every pluggable part of vlx.
 
 Each axis a user can swap from the command line (vision backbones, projectors, LLM backbones, heads,
-prompt formats, datasets) is a `Registry`. Built-in entries live in the component packages and are
+prompt formats, datasets, closed-loop environments) is a `Registry`. Built-in entries live in the component packages and are
 imported lazily on first use; third-party packages add entries through the `vlx.plugins` entry-point
 group (see README, "Plugins"). `Registry.build(cfg, where=...)` checks the config's arguments against
 the entry's signature, so a typo in a config fails with the config path and the accepted arguments.
@@ -138,3 +138,4 @@ LLM_BACKBONES: Registry[Any] = Registry("LLM backbone", "vlx.llm")
 HEADS: Registry[Any] = Registry("head", "vlx.heads")
 PROMPT_FORMATS: Registry[Any] = Registry("prompt format", "vlx.llm")
 DATASETS: Registry[Any] = Registry("dataset", "vlx.data")
+ENVIRONMENTS: Registry[Any] = Registry("environment", "vlx.envs")
