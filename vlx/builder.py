@@ -46,6 +46,6 @@ def build_model(
     vision = VISION_BACKBONES.build(config["vision"], "vision", load_weights=load_weights)
     llm = LLM_BACKBONES.build(config["llm"], "llm", load_weights=load_weights, load_tokenizer=load_tokenizer)
     projector = PROJECTORS.build(config["projector"], "projector", in_dim=vision.embed_dim, out_dim=llm.hidden_size)
-    head = HEADS.build(config["head"], "head")
+    head = HEADS.build(config["head"], "head", llm=llm)
     prompt = PROMPT_FORMATS.build(config["prompt"], "prompt")
     return VisionLanguageModel(vision, projector, llm, head, prompt, config)

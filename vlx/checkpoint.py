@@ -1,8 +1,9 @@
 """vlx checkpoint directories: save a model and rebuild it from the directory alone.
 
 Layout: `config.yaml` (the resolved config, with the vision and LLM nodes replaced by their exact
-architectures and no external source), `model.safetensors` (all weights), `tokenizer/`, and `vlx.json`
-(format version, parameter counts, free-form metadata such as the stage). Saving writes into a
+architectures and no external source), `model.safetensors` (all weights), `tokenizer/`,
+`action_stats.json` (VLAs only: action statistics per dataset name) and `vlx.json` (format version,
+parameter counts, free-form metadata such as the stage). Saving writes into a
 temporary sibling directory and renames it into place, so an interrupted save never leaves a
 half-written checkpoint under the final name. `load(dir)` needs no network and no original weights.
 """
@@ -20,11 +21,13 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_model, save_model
 
 from vlx.builder import build_model
-from vlx.errors import CheckpointError
+from vlx.data.action_stats import stats_from_table, stats_table
+from vlx.errors import CheckpointError, DataError
 from vlx.model import VisionLanguageModel
 
 FORMAT_VERSION = 1
 CONFIG, WEIGHTS, TOKENIZER, META = "config.yaml", "model.safetensors", "tokenizer", "vlx.json"
+ACTION_STATS = "action_stats.json"
 
 
 def checkpoint_config(model: VisionLanguageModel) -> dict[str, Any]:
@@ -45,6 +48,8 @@ def save_checkpoint(model: VisionLanguageModel, directory: str | Path, metadata:
     OmegaConf.save(OmegaConf.create(checkpoint_config(model)), staging / CONFIG)
     save_model(model, str(staging / WEIGHTS))
     model.tokenizer.save_pretrained(staging / TOKENIZER)
+    if model.action_stats:
+        (staging / ACTION_STATS).write_text(json.dumps(stats_table(model.action_stats), indent=2))
     meta = {"format_version": FORMAT_VERSION, "parameters": model.parameter_counts(), **(metadata or {})}
     (staging / META).write_text(json.dumps(meta, indent=2))
     if target.exists():
@@ -81,4 +86,10 @@ def load(directory: str | Path, device: str | torch.device = "cpu") -> VisionLan
             f"missing {sorted(missing)[:5]}{'...' if len(missing) > 5 else ''}, "
             f"unexpected {sorted(unexpected)[:5]}{'...' if len(unexpected) > 5 else ''}"
         )
+    stats_file = root / ACTION_STATS
+    if stats_file.is_file():
+        try:
+            model.action_stats = stats_from_table(json.loads(stats_file.read_text()), str(stats_file))
+        except (json.JSONDecodeError, DataError) as exc:
+            raise CheckpointError(f"{stats_file} is not a valid action-statistics table: {exc}") from None
     return model.to(device).eval()

@@ -3,21 +3,30 @@
 Projected patch tokens replace the image-slot positions of the LLM's input embeddings with one
 `masked_scatter` (no per-sample Python loop), so any placement of the slot — at LLaVA's `<image>`
 marker or right after BOS — works the same. `forward(batch)` returns the head's loss, logits and
-metrics; `generate` answers questions about images with transformers' KV-cached generation.
+metrics; `generate` answers questions about images with transformers' KV-cached generation; a model with the
+action-token head (a VLA) also has `predict_action(image, instruction, unnorm_key)`, which decodes
+`action_dim` action tokens (constrained, KV-cached) and un-normalises them with the action statistics
+of the dataset `unnorm_key` names.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import nn
 
+from vlx.data.action_stats import ActionStats, select_stats
+from vlx.data.augment import inference_preprocess
 from vlx.data.collate import Collator
-from vlx.errors import DataError
+from vlx.errors import ConfigError, DataError
+from vlx.heads.action import ActionTokenHead, vla_question
+from vlx.heads.action_decoding import decode_action_tokens
 from vlx.heads.text import HeadOutput
-from vlx.llm.prompts import IMAGE_MARKER, PromptFormat, Turn, expand_image_slot
+from vlx.llm.prompts import PromptFormat, question_ids
+from vlx.vision.transforms import as_rgb_image
 
 PARTS = ("vision", "projector", "llm", "head")
 
@@ -33,6 +42,7 @@ class VisionLanguageModel(nn.Module):
         self.vision, self.projector, self.llm, self.head = vision, projector, llm, head
         self.prompt_format = prompt_format
         self.config = config or {}
+        self.action_stats: dict[str, ActionStats] = {}  # dataset name → statistics (VLAs; saved in checkpoints)
 
     @property
     def tokenizer(self) -> Any:
@@ -42,9 +52,9 @@ class VisionLanguageModel(nn.Module):
         """Like nn.Module.train, but parts with no trainable parameter stay in eval mode (frozen)."""
         super().train(mode)
         for name in PARTS:
-            part = getattr(self, name)
-            if not any(p.requires_grad for p in part.parameters()):
-                part.eval()
+            params = list(getattr(self, name).parameters())
+            if params and not any(p.requires_grad for p in params):
+                getattr(self, name).eval()
         return self
 
     def embed(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None) -> torch.Tensor:
@@ -71,11 +81,8 @@ class VisionLanguageModel(nn.Module):
 
     def prompt_ids(self, question: str, has_image: bool) -> torch.Tensor:
         """Token ids of a single-turn prompt ready for generation, with the image slot expanded."""
-        if has_image and IMAGE_MARKER not in question:
-            question = f"{IMAGE_MARKER}\n{question}"
-        ids = self.prompt_format.generation_ids([Turn("user", question)], self.tokenizer, has_image)
-        ids, _ = expand_image_slot(ids, ids, self.llm.image_token_id, self.vision.num_patches)
-        return torch.tensor(ids)
+        image_id = self.llm.image_token_id if has_image else None
+        return torch.tensor(question_ids(self.prompt_format, question, self.tokenizer, image_id, self.vision.num_patches))
 
     @torch.no_grad()
     def generate(
@@ -100,6 +107,52 @@ class VisionLanguageModel(nn.Module):
             pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id, **generate_kwargs,
         )  # (B, T): only the new tokens when generating from inputs_embeds
         return [text.strip() for text in self.tokenizer.batch_decode(output, skip_special_tokens=True)]
+
+    @property
+    def action_head(self) -> ActionTokenHead:
+        """The action-token head; a ConfigError for models with another head."""
+        if not isinstance(self.head, ActionTokenHead):
+            raise ConfigError(f"this model's head is {self.config.get('head', {}).get('name', type(self.head).__name__)!r}, "
+                              "not an action head: it answers with text, not actions")
+        return self.head
+
+    @property
+    def action_dim(self) -> int:
+        return self.action_head.action_dim
+
+    @property
+    def unnorm_keys(self) -> list[str]:
+        """Names of the datasets whose action statistics the model carries (choices for `unnorm_key`)."""
+        return sorted(self.action_stats)
+
+    @torch.no_grad()
+    def predict_actions(
+        self, images: list[Image.Image | np.ndarray], instructions: list[str], unnorm_key: str | None = None
+    ) -> np.ndarray:
+        """Actions (B, action_dim) in the robot's units for each (image, instruction), greedy and constrained."""
+        head = self.action_head
+        stats = select_stats(self.action_stats, unnorm_key)
+        preprocess = inference_preprocess(self.config.get("augment"))
+        device = next(self.parameters()).device
+        items = [
+            {
+                "id": str(i),
+                "input_ids": self.prompt_ids(vla_question(instruction), has_image=True),
+                "pixel_values": self.vision.image_transform(preprocess(as_rgb_image(image))),
+            }
+            for i, (image, instruction) in enumerate(zip(images, instructions, strict=True))
+        ]
+        batch = Collator(self.tokenizer.pad_token_id, padding_side="left")(items)
+        embeds = self.embed(batch["input_ids"].to(device), batch["pixel_values"].to(device))  # (B, L, D)
+        codec = head.tokenizer
+        ids = decode_action_tokens(
+            self.llm.model, embeds, batch["attention_mask"].to(device), codec.first_id, codec.top_id, head.action_dim
+        )  # (B, A)
+        return stats.unnormalize(codec.decode(ids))  # (B, A)
+
+    def predict_action(self, image: Image.Image | np.ndarray, instruction: str, unnorm_key: str | None = None) -> np.ndarray:
+        """One action (action_dim,) in the robot's units: OpenVLA's `predict_action`."""
+        return self.predict_actions([image], [instruction], unnorm_key)[0]
 
     def parameter_counts(self) -> dict[str, int]:
         """Total, trainable and frozen parameter counts, overall and per part."""

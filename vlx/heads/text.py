@@ -27,17 +27,28 @@ class HeadOutput:
     metrics: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
+def supervised_positions(logits: torch.Tensor, labels: torch.Tensor, sample_ids: list[str] | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (S, V) and target ids (S,) of the S positions that carry a label; none at all is an error."""
+    targets = labels[:, 1:]  # (B, L-1): token t is predicted at position t-1
+    supervised = targets != IGNORE_INDEX  # (B, L-1)
+    if not bool(supervised.any()):
+        raise DataError(f"batch {sample_ids or '?'} has no supervised token: every label is -100")
+    return logits[:, :-1][supervised], targets[supervised]  # (S, V), (S,)
+
+
 @HEADS.register("text")
 class TextHead(nn.Module):
-    """Masked next-token prediction on the LLM's logits (no parameters of its own)."""
+    """Masked next-token prediction on the LLM's logits (no parameters of its own).
+
+    Heads are built with the LLM backbone (`llm`) so that a head can add tokens; the text head needs none.
+    """
+
+    def __init__(self, llm: nn.Module | None = None) -> None:
+        super().__init__()
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor, sample_ids: list[str] | None = None) -> HeadOutput:
-        targets = labels[:, 1:]  # (B, L-1): token t is predicted at position t-1
-        supervised = targets != IGNORE_INDEX  # (B, L-1)
-        if not bool(supervised.any()):
-            raise DataError(f"batch {sample_ids or '?'} has no supervised token: every label is -100")
-        predictions = logits[:, :-1]  # (B, L-1, V)
-        loss = F.cross_entropy(predictions[supervised].float(), targets[supervised])
+        predictions, targets = supervised_positions(logits, labels, sample_ids)  # (S, V), (S,)
+        loss = F.cross_entropy(predictions.float(), targets)
         with torch.no_grad():
-            accuracy = (predictions[supervised].argmax(-1) == targets[supervised]).float().mean()
+            accuracy = (predictions.argmax(-1) == targets).float().mean()
         return HeadOutput(loss, logits, {"token_accuracy": accuracy})

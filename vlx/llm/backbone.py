@@ -72,26 +72,42 @@ class HFCausalLM(nn.Module):
             hf_config._attn_implementation = attn_implementation
             self.model = AutoModelForCausalLM.from_config(hf_config, dtype=torch_dtype)
         self.tokenizer = None
+        self.pad_vocab_to_multiple_of = pad_vocab_to_multiple_of
         tokenizer_source = tokenizer or source
         if load_tokenizer and tokenizer_source is not None:
             self.tokenizer = load_pretrained(AutoTokenizer.from_pretrained, tokenizer_source, "llm.tokenizer", "tokenizer")
-            self._add_special_tokens(pad_token, pad_vocab_to_multiple_of)
+            self._add_special_tokens(pad_token)
         if config is not None and load_weights and source is not None:
             check_architecture(self.model.config, config, CHECKED_FIELDS, "llm.config")
         self.set_gradient_checkpointing(gradient_checkpointing)
         self.attn_implementation = attn_implementation
         self.hidden_size: int = self.model.config.hidden_size
 
-    def _add_special_tokens(self, pad_token: str, multiple: int) -> None:
+    def _add_special_tokens(self, pad_token: str) -> None:
         """Add `<image>` and a pad token if missing; grow the embeddings to hold them."""
         tok = self.tokenizer
         if IMAGE_MARKER not in tok.get_vocab():
             tok.add_special_tokens({"additional_special_tokens": [IMAGE_MARKER]})
         if tok.pad_token is None:
             tok.add_special_tokens({"pad_token": pad_token})
+        self._grow_embeddings()
+
+    def _grow_embeddings(self) -> None:
+        """Resize the embeddings (and LM head) to the next multiple that holds every tokenizer id."""
         rows = self.model.get_input_embeddings().weight.shape[0]
-        if len(tok) > rows:
-            self.model.resize_token_embeddings(math.ceil(len(tok) / multiple) * multiple, mean_resizing=False)
+        if len(self.tokenizer) > rows:
+            multiple = self.pad_vocab_to_multiple_of
+            self.model.resize_token_embeddings(math.ceil(len(self.tokenizer) / multiple) * multiple, mean_resizing=False)
+
+    def add_tokens(self, tokens: list[str]) -> list[int]:
+        """Ids of `tokens`, added to the tokenizer (as special tokens) and the embeddings when missing."""
+        if self.tokenizer is None:
+            raise ConfigError("cannot add tokens to an LLM built without its tokenizer")
+        missing = [token for token in tokens if token not in self.tokenizer.get_vocab()]
+        if missing:
+            self.tokenizer.add_tokens(missing, special_tokens=True)
+            self._grow_embeddings()
+        return [int(i) for i in self.tokenizer.convert_tokens_to_ids(tokens)]
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         """Recompute decoder activations in the backward pass (less memory, ~30% more compute)."""

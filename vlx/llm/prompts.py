@@ -124,3 +124,19 @@ def expand_image_slot(
     at = input_ids.index(image_token_id)
     ids = input_ids[:at] + [image_token_id] * num_tokens + input_ids[at + 1 :]
     return ids, labels[:at] + [IGNORE_INDEX] * num_tokens + labels[at + 1 :]
+
+
+def question_ids(
+    prompt_format: PromptFormat, question: str, tokenizer: Any, image_token_id: int | None, num_image_tokens: int
+) -> list[int]:
+    """Generation-prompt ids of a single-turn question, with the image slot (if `image_token_id`) expanded.
+
+    Marker-placed formats get `<image>\n` in front of the question when it has no marker of its own.
+    """
+    has_image = image_token_id is not None
+    if has_image and prompt_format.image_placement == "marker" and IMAGE_MARKER not in question:
+        question = f"{IMAGE_MARKER}\n{question}"
+    ids = prompt_format.generation_ids([Turn("user", question)], tokenizer, has_image)
+    if has_image:
+        ids, _ = expand_image_slot(ids, ids, image_token_id, num_image_tokens)
+    return ids

@@ -9,14 +9,24 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-from vlx.errors import ConfigError
+from vlx.errors import ConfigError, DataError
 
 RESIZE_STRATEGIES = ("letterbox", "resize-naive", "resize-crop")
 ImageTransform = Callable[[Image.Image], torch.Tensor]
+
+
+def as_rgb_image(image: Image.Image | np.ndarray) -> Image.Image:
+    """An RGB PIL image from a PIL image or a uint8 array (H, W), (H, W, 3) or (H, W, 4)."""
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
+            raise DataError(f"an image array must be uint8 (H, W), (H, W, 3) or (H, W, 4); got {image.dtype} {image.shape}")
+        image = Image.fromarray(image.squeeze(2) if image.ndim == 3 and image.shape[2] == 1 else image)
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def letterbox(image: Image.Image, fill: tuple[int, int, int]) -> Image.Image:
