@@ -2,7 +2,7 @@
 
 The batch contract (DESIGN.md): `input_ids`, `attention_mask`, `labels` (-100 where ignored), `pixel_values`
 (M, 3, H, W) for the M samples that carry an image, in batch order, and `ids` (sample ids, for error
-messages and W&B tables). Training pads on the right; generation pads on the left.
+messages and W&B tables), and `actions` (B, A) for robot data. Training pads on the right; generation pads on the left.
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ class Collator:
             "attention_mask": pad_sequences(ones, 0, self.padding_side),  # (B, L)
             "pixel_values": torch.stack(images) if images else None,  # (M, 3, H, W)
         }
+        if "actions" in items[0]:
+            batch["actions"] = torch.stack([item["actions"] for item in items])  # (B, A)
         if "labels" in items[0]:
             batch["labels"] = pad_sequences([item["labels"] for item in items], IGNORE_INDEX, self.padding_side)
         return batch

@@ -1,24 +1,41 @@
-"""The LightningDataModule of a stage: builds its datasets through the registry and batches them."""
+"""The LightningDataModule of a stage: builds its datasets through the registry and batches them.
+
+A training set with per-sample weights (a mixture of robot datasets) is drawn with a weighted sampler.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import inspect
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import lightning as L
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler, WeightedRandomSampler
 
 from vlx.data.collate import Collator
+from vlx.errors import ConfigError
 from vlx.model import VisionLanguageModel
 from vlx.registry import DATASETS
 
 
-def build_dataset(cfg: Mapping[str, Any], where: str, model: VisionLanguageModel) -> Dataset:
-    """The dataset a `data.train` / `data.val` config node names, tokenised for `model`."""
-    return DATASETS.build(
-        cfg, where, prompt_format=model.prompt_format, tokenizer=model.tokenizer,
-        image_transform=model.vision.image_transform, num_image_tokens=model.vision.num_patches,
-    )
+def build_dataset(cfg: Mapping[str, Any], where: str, model: VisionLanguageModel, training: bool) -> Dataset:
+    """The dataset a `data.train` / `data.val` config node names, tokenised for `model`.
+
+    vlx hands each dataset the pieces of the model it declares in its signature (prompt format,
+    tokenizer, image transform, number of image tokens; for robot data the action head, the model's
+    action statistics, whether it is a training set, the `augment` config and its own `config_key`).
+    """
+    injectable: dict[str, Callable[[], Any]] = {
+        "prompt_format": lambda: model.prompt_format, "tokenizer": lambda: model.tokenizer,
+        "image_transform": lambda: model.vision.image_transform, "num_image_tokens": lambda: model.vision.num_patches,
+        "action_head": lambda: model.action_head, "action_stats": lambda: model.action_stats,
+        "training": lambda: training, "augment": lambda: model.config.get("augment"), "config_key": lambda: where,
+    }
+    name = cfg.get("name") if isinstance(cfg, Mapping) else None
+    if name is None:
+        raise ConfigError(f"config key '{where}' needs a 'name' (one of: {', '.join(DATASETS.names())})")
+    accepted = inspect.signature(DATASETS.get(name, f"{where}.name")).parameters
+    return DATASETS.build(cfg, where, **{key: make() for key, make in injectable.items() if key in accepted})
 
 
 class VlxDataModule(L.LightningDataModule):
@@ -27,19 +44,22 @@ class VlxDataModule(L.LightningDataModule):
     def __init__(self, model: VisionLanguageModel, stage: Mapping[str, Any], where: str) -> None:
         super().__init__()
         data = stage["data"]
-        self.train_set = build_dataset(data["train"], f"{where}.data.train", model)
-        self.val_set = build_dataset(data["val"], f"{where}.data.val", model) if data.get("val") else None
+        self.train_set = build_dataset(data["train"], f"{where}.data.train", model, training=True)
+        self.val_set = build_dataset(data["val"], f"{where}.data.val", model, training=False) if data.get("val") else None
         self.batch_size, self.num_workers = int(stage["batch_size"]), int(stage["num_workers"])
         self.collate = Collator(model.tokenizer.pad_token_id)
 
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset, shuffle: bool, sampler: Sampler | None = None) -> DataLoader:
         return DataLoader(
-            dataset, batch_size=self.batch_size, shuffle=shuffle, collate_fn=self.collate,
-            num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+            dataset, batch_size=self.batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+            collate_fn=self.collate, num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
+        weights = self.train_set.sample_weights() if hasattr(self.train_set, "sample_weights") else None
+        if weights is None or bool((weights == weights[0]).all()):
+            return self._loader(self.train_set, shuffle=True)
+        return self._loader(self.train_set, shuffle=True, sampler=WeightedRandomSampler(weights, len(weights)))
 
     def val_dataloader(self) -> DataLoader | list[DataLoader]:
         return self._loader(self.val_set, shuffle=False) if self.val_set is not None else []

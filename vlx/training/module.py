@@ -1,6 +1,7 @@
 """The LightningModule that trains a VisionLanguageModel for one stage.
 
-Logs `train/loss`, `train/lr`, `train/token_accuracy`, `val/loss`, `val/token_accuracy`. A non-finite
+Logs `train/loss`, `train/lr`, `val/loss` and the head's metrics under `train/` and `val/` (text:
+`token_accuracy`; actions: `action_accuracy`, `action_l1`). A non-finite
 loss stops training at the step it happens, naming the step and the batch's sample ids.
 """
 
@@ -48,7 +49,7 @@ class VlxModule(L.LightningModule):
         size = len(batch["ids"])
         self.log("val/loss", out.loss, prog_bar=True, batch_size=size, sync_dist=True)
         for name, value in out.metrics.items():
-            self.log(f"val/{name}", value, batch_size=size, sync_dist=True)
+            self.log(f"val/{name}", value, prog_bar=True, batch_size=size, sync_dist=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = build_optimizer(self.model, self.stage)
