@@ -1,31 +1,75 @@
-"""`vlx data shapes` and `vlx data assets`: the built-in synthetic dataset and the tiny local assets."""
+"""`vlx data shapes|assets|block-reach`: the built-in synthetic dataset, the tiny local assets, and scripted
+`block-reach` robot demonstrations written as one robomimic-layout HDF5 file.
+
+Unset options default to what the tiny recipes train on (llava-tiny's `shapes`, openvla-tiny's `robot`);
+the recipe is composed only when a default is needed.
+"""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import Any
 
 from vlx.builder import to_plain
 from vlx.config import compose, with_recipe
-from vlx.data.shapes import generate_shapes
+
+
+def recipe_defaults(recipe: str, key: str) -> dict[str, Any]:
+    """The `key` node of a tiny recipe (e.g. llava-tiny's `shapes`), resolved."""
+    return to_plain(compose([f"recipe={recipe}"])[key])
+
+
+def fill_defaults(args: argparse.Namespace, recipe: str, key: str, names: dict[str, str]) -> None:
+    """Replace unset options (None) by the recipe's values; `names` maps option → recipe field."""
+    if any(getattr(args, option) is None for option in names):
+        defaults = recipe_defaults(recipe, key)
+        for option, field in names.items():
+            if getattr(args, option) is None:
+                setattr(args, option, defaults[field])
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="vlx data", description="Generate built-in datasets and assets.")
+    sub = root.add_subparsers(dest="what", required=True)
+    shapes = sub.add_parser("shapes", help="the synthetic shapes image-QA dataset (LLaVA JSON + PNGs)")
+    shapes.add_argument("--out", help="output directory (default: llava-tiny's shapes.root)")
+    for flag in ("n_train", "n_val", "seed", "image_size"):
+        shapes.add_argument(f"--{flag.replace('_', '-')}", type=int, help=f"default: llava-tiny's shapes.{flag}")
+    assets = sub.add_parser("assets", help="tiny tokenizer + random vision/Llama checkpoints of a tiny recipe")
+    assets.add_argument("overrides", nargs="*", help="Hydra overrides (default recipe: llava-tiny)")
+    reach = sub.add_parser("block-reach", help="noisy scripted-expert demos of the block-reach task (robomimic HDF5)")
+    reach.add_argument("--demos", type=int, help="number of successful demos to keep (default: openvla-tiny's robot.demos)")
+    reach.add_argument("--out", help="output file (.hdf5) (default: openvla-tiny's robot.path)")
+    reach.add_argument("--seed", type=int, help="default: openvla-tiny's robot.seed")
+    reach.add_argument("--valid-fraction", type=float, default=0.1, help="valid share (default: %(default)s)")
+    reach.add_argument("--noise", type=float, default=0.3, help="std of the executed-move noise (default: %(default)s)")
+    return root
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="vlx data", description="Generate built-in datasets and assets.")
-    sub = parser.add_subparsers(dest="what", required=True)
-    shapes = sub.add_parser("shapes", help="the synthetic shapes image-QA dataset (LLaVA JSON + PNGs)")
-    defaults = to_plain(compose(["recipe=llava-tiny"])["shapes"])  # what llava-tiny trains on
-    shapes.add_argument("--out", default=defaults["root"], help="output directory (default: %(default)s)")
-    for flag in ("n_train", "n_val", "seed", "image_size"):
-        shapes.add_argument(f"--{flag.replace('_', '-')}", type=int, default=defaults[flag], help="default: %(default)s")
-    assets = sub.add_parser("assets", help="tiny tokenizer + random CLIP/Llama checkpoints of a tiny recipe")
-    assets.add_argument("overrides", nargs="*", help="Hydra overrides (default recipe: llava-tiny)")
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
     if args.what == "shapes":
+        from vlx.data.shapes import generate_shapes
+
+        fill_defaults(args, "llava-tiny", "shapes", {"out": "root", "n_train": "n_train", "n_val": "n_val",
+                                                     "seed": "seed", "image_size": "image_size"})
         dataset = generate_shapes(args.out, n_train=args.n_train, n_val=args.n_val, seed=args.seed, image_size=args.image_size)
         for split in ("train", "val"):
             print(f"captions[{split}]={dataset.captions(split)}")
             print(f"questions[{split}]={dataset.questions(split)}")
         print(f"image_dir={dataset.image_dir}")
+    elif args.what == "block-reach":
+        from vlx.envs.record import record_demos
+
+        fill_defaults(args, "openvla-tiny", "robot", {"out": "path", "demos": "demos", "seed": "seed"})
+        summary = record_demos(Path(args.out).expanduser(), args.demos, seed=args.seed,
+                               valid_fraction=args.valid_fraction, noise=args.noise)
+        print(f"demos={summary.demos}")
+        print(f"samples={summary.samples}")
+        print(f"discarded={summary.discarded}")
+        print(f"expert_success_rate={summary.expert_success_rate:.3f}")
+        print(f"path={summary.path}")
     else:
         from vlx.data.tiny_assets import write_tiny_assets
 

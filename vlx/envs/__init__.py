@@ -1,0 +1,13 @@
+"""Closed-loop environments: the built-in `block-reach` task, its scripted expert, the robomimic-HDF5
+demo recorder and the batched rollout evaluator. Importing this package registers the environments in
+`vlx.registry.ENVIRONMENTS` (the registry imports it lazily)."""
+
+from vlx.envs.block_reach import PALETTE, BlockReach, EnvStepError
+from vlx.envs.expert import ExpertPolicy, expert_action, perturb
+from vlx.envs.record import RecordSummary, ensure_demos, record_demos
+from vlx.envs.rollout import EpisodeResult, RolloutResult, rollout
+
+__all__ = [
+    "PALETTE", "BlockReach", "EnvStepError", "EpisodeResult", "ExpertPolicy", "RecordSummary", "RolloutResult",
+    "ensure_demos", "expert_action", "perturb", "record_demos", "rollout",
+]

@@ -1,0 +1,162 @@
+"""Record scripted `block-reach` demonstrations as one robomimic-layout HDF5 file.
+
+Layout (robomimic, plus robosuite-1.5's language convention): `data` (attrs `total`, `env_args` JSON),
+`data/demo_{i}` (attrs `num_samples`, `seed`, `ep_meta` = JSON `{"lang": instruction}`; datasets
+`actions` (T, 3) float32 clean expert labels, `rewards` (T,), `dones` (T,) = 1 at the last step,
+`states` (T, S); groups `obs/<key>` and `next_obs/<key>`), and `mask/train`, `mask/valid` (demo names
+as bytes; valid = the last demos). The executed actions carry Gaussian noise; only successful episodes
+are kept. Episode k uses env seed `seed * 1_000_003 + k`; the file is written to a temporary path and
+renamed, so a crash never leaves a half-written dataset under the final name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+from rich.console import Console
+from rich.progress import Progress
+
+from vlx.envs.block_reach import BlockReach
+from vlx.envs.expert import check_noise, expert_action, perturb
+from vlx.errors import ConfigError
+
+OBS_KEYS = ("agentview_image", "agent_pos", "gripper")
+SEED_STRIDE = 1_000_003  # episode seed = seed * SEED_STRIDE + k
+MAX_ATTEMPTS_PER_DEMO = 20  # give up when the expert fails this often (noise far too large)
+
+
+@dataclass(frozen=True)
+class Episode:
+    """One recorded episode, each array with T = number of steps on its leading axis."""
+
+    seed: int
+    instruction: str
+    success: bool
+    obs: dict[str, np.ndarray]  # key -> (T, ...)
+    next_obs: dict[str, np.ndarray]  # key -> (T, ...)
+    actions: np.ndarray  # (T, 3) float32 clean labels
+    rewards: np.ndarray  # (T,) float64
+    states: np.ndarray  # (T, S) float32, the state before each action
+
+
+@dataclass(frozen=True)
+class RecordSummary:
+    """What `record_demos` wrote."""
+
+    path: Path
+    demos: int
+    samples: int
+    discarded: int
+    expert_success_rate: float
+
+
+def run_expert_episode(env: BlockReach, seed: int, noise: float) -> Episode:
+    """Run the noisy expert for one episode of `env` seeded with `seed`; labels stay clean."""
+    rng = np.random.default_rng((seed, 1))  # execution noise, independent of the env's layout stream
+    obs, _ = env.reset(seed)
+    frames, labels, rewards, states = [obs], [], [], []
+    done = False
+    while not done:
+        labels.append(expert_action(env))
+        states.append(env.state())
+        obs, reward, terminated, truncated, _ = env.step(perturb(labels[-1], noise, rng))
+        frames.append(obs)
+        rewards.append(reward)
+        done = terminated or truncated
+    return Episode(
+        seed=seed, instruction=env.instruction, success=env.is_success(),
+        obs=stack_obs(frames[:-1]), next_obs=stack_obs(frames[1:]), actions=np.stack(labels),  # (T, 3)
+        rewards=np.array(rewards), states=np.stack(states),  # (T,), (T, S)
+    )
+
+
+def stack_obs(frames: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Stack per-step observation dicts into key -> (T, ...) arrays."""
+    return {key: np.stack([frame[key] for frame in frames]) for key in OBS_KEYS}
+
+
+def write_demo(group: h5py.Group, episode: Episode) -> None:
+    """Write `episode` into the (empty) robomimic demo group `group`."""
+    num = len(episode.actions)
+    group.attrs["num_samples"] = num
+    group.attrs["seed"] = episode.seed
+    group.attrs["ep_meta"] = json.dumps({"lang": episode.instruction})
+    group.create_dataset("actions", data=episode.actions)
+    group.create_dataset("rewards", data=episode.rewards)
+    group.create_dataset("dones", data=(np.arange(num) == num - 1).astype(np.int64))  # (T,)
+    group.create_dataset("states", data=episode.states)
+    for prefix, obs in (("obs", episode.obs), ("next_obs", episode.next_obs)):
+        for key, value in obs.items():
+            compression = "lzf" if value.ndim == 4 else None  # images (T, H, W, 3)
+            group.create_dataset(f"{prefix}/{key}", data=value, compression=compression)
+
+
+def record_demos(out: Path, num_demos: int, seed: int = 0, valid_fraction: float = 0.1, noise: float = 0.3,
+                 env_kwargs: dict[str, Any] | None = None) -> RecordSummary:
+    """Write `num_demos` successful noisy-expert demos of `block-reach` to the HDF5 file `out`."""
+    if num_demos < 1:
+        raise ConfigError(f"record_demos: num_demos={num_demos}; expected at least 1")
+    if seed < 0:
+        raise ConfigError(f"record_demos: seed={seed}; expected a seed >= 0")
+    if not 0 <= valid_fraction < 1:
+        raise ConfigError(f"record_demos: valid_fraction={valid_fraction}; expected a fraction in [0, 1)")
+    check_noise(noise)
+    env = BlockReach(**(env_kwargs or {}))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    kept, attempts, samples = 0, 0, 0
+    try:
+        with h5py.File(tmp, "w") as f, Progress(transient=True, console=Console(stderr=True)) as progress:
+            task = progress.add_task(f"recording {out.name}", total=num_demos)
+            data = f.create_group("data")
+            while kept < num_demos:
+                if attempts >= MAX_ATTEMPTS_PER_DEMO * num_demos:
+                    raise ConfigError(f"record_demos: the expert succeeded {kept} times in {attempts} episodes "
+                                      f"with noise={noise}; lower the noise")
+                episode = run_expert_episode(env, seed * SEED_STRIDE + attempts, noise)
+                attempts += 1
+                if episode.success:
+                    write_demo(data.create_group(f"demo_{kept}"), episode)
+                    kept, samples = kept + 1, samples + len(episode.actions)
+                    progress.advance(task)
+            data.attrs["total"] = samples
+            data.attrs["env_args"] = json.dumps(env.env_args())
+            data.attrs["vlx_recording"] = json.dumps(recording_params(num_demos, seed, valid_fraction, noise, env_kwargs))
+            names = [f"demo_{i}".encode() for i in range(num_demos)]
+            num_valid = round(valid_fraction * num_demos)
+            f.create_dataset("mask/train", data=np.array(names[:num_demos - num_valid], dtype="S"))
+            f.create_dataset("mask/valid", data=np.array(names[num_demos - num_valid:], dtype="S"))
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return RecordSummary(path=out, demos=num_demos, samples=samples, discarded=attempts - num_demos,
+                         expert_success_rate=num_demos / attempts)
+
+
+def recording_params(num_demos: int, seed: int, valid_fraction: float, noise: float,
+                     env_kwargs: dict[str, Any] | None) -> dict[str, Any]:
+    """What a recording was made with (stored as the `data` attribute `vlx_recording`)."""
+    return {"num_demos": num_demos, "seed": seed, "valid_fraction": valid_fraction, "noise": noise,
+            "env_kwargs": env_kwargs or {}}
+
+
+def ensure_demos(out: Path, num_demos: int, seed: int = 0, valid_fraction: float = 0.1, noise: float = 0.3,
+                 env_kwargs: dict[str, Any] | None = None) -> Path:
+    """`out`, recorded now unless it already holds a complete recording with exactly these parameters."""
+    out = Path(out)
+    wanted = recording_params(num_demos, seed, valid_fraction, noise, env_kwargs)
+    if out.is_file():
+        try:
+            with h5py.File(out, "r") as f:
+                if json.loads(f["data"].attrs.get("vlx_recording", "null")) == wanted:
+                    return out
+        except (OSError, KeyError, ValueError):
+            pass  # unreadable or foreign: record it again
+    return record_demos(out, num_demos, seed, valid_fraction, noise, env_kwargs).path
