@@ -3,7 +3,8 @@
 `print_info` builds the configured model on the `meta` device — no weights, no memory, no network —
 and prints `params_total=N` / `params_trainable=N` (trainable as in the last stage of `train.stages`).
 `evaluate_checkpoint` scores a checkpoint on held-out questions and on the same questions with blank
-images, printing `accuracy=`, `blank_accuracy=` and `chance=` lines plus per-question-type numbers.
+images, printing `accuracy=`, `blank_accuracy=` and `chance=` lines plus per-question-type numbers; a
+VLA checkpoint is evaluated in closed loop instead (`vlx.cli.closed_loop`).
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from rich.progress import Progress
 from vlx.builder import build_model, to_plain
 from vlx.checkpoint import load
 from vlx.errors import ConfigError
+from vlx.heads.action import ActionTokenHead
 from vlx.evaluation import VQAResult, evaluate_vqa, load_questions
 from vlx.model import VisionLanguageModel
+from vlx.training.lora import add_lora
 from vlx.training.stages import apply_stage
 
 
@@ -29,14 +32,16 @@ def print_info(config: DictConfig | dict[str, Any]) -> dict[str, int]:
     parts = ("vision", "projector", "llm", "head", "train")
     cfg = {key: to_plain(config[key]) for key in parts}  # only what sizing needs: data paths may be unset
     stages = [
-        {key: to_plain(config["stages"][name][key]) for key in ("trainable", "prompt")}
+        {key: to_plain(config["stages"][name].get(key)) for key in ("trainable", "prompt", "lora")}
         for name in cfg["train"]["stages"] if name in config["stages"]
     ]
     cfg["prompt"] = stages[-1]["prompt"] if stages else {"name": "plain"}
     with torch.device("meta"):
         model = build_model(cfg, load_weights=False, load_tokenizer=False)
     if stages:
-        apply_stage(model, stages[-1]["trainable"])
+        apply_stage(model, stages[-1]["trainable"], allow_none=bool(stages[-1]["lora"]))
+        if stages[-1]["lora"]:
+            add_lora(model, stages[-1]["lora"], "stages.lora")
     counts = model.parameter_counts()
     print(f"params_total={counts['total']}")
     print(f"params_trainable={counts['trainable']}")
@@ -63,12 +68,16 @@ def score(model: VisionLanguageModel, samples: list[dict[str, Any]], batch_size:
 
 
 def evaluate_checkpoint(config: DictConfig | dict[str, Any], model: VisionLanguageModel | None = None) -> dict[str, Any]:
-    """Score `checkpoint` (or `model`) on `eval.json_path`; print and return the numbers."""
+    """Score `checkpoint` (or `model`) on `eval.json_path` (a VLA: in closed loop); print and return the numbers."""
     cfg = to_plain(config)
     if model is None:
         if not cfg.get("checkpoint"):
             raise ConfigError("vlx eval needs checkpoint=DIR (a directory written by vlx train)")
         model = load(cfg["checkpoint"])
+    if isinstance(model.head, ActionTokenHead):  # a VLA: evaluate it in closed loop
+        from vlx.cli.closed_loop import evaluate_closed_loop
+
+        return evaluate_closed_loop(cfg, model)
     eval_cfg = cfg["eval"] if cfg["eval"].get("json_path") else model.config.get("eval", {})
     if not eval_cfg.get("json_path"):
         raise ConfigError("config key 'eval.json_path' is not set (and the checkpoint's config has none)")

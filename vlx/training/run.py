@@ -25,6 +25,7 @@ from vlx.model import VisionLanguageModel
 from vlx.registry import PROMPT_FORMATS, check_arguments
 from vlx.training.callbacks import SampleTable
 from vlx.training.datamodule import VlxDataModule
+from vlx.training.lora import add_lora, merge_lora
 from vlx.training.module import VlxModule
 from vlx.training.stages import apply_stage, reinitialise
 
@@ -45,10 +46,12 @@ def prepare_model(cfg: dict[str, Any], stage: dict[str, Any], where: str, previo
     model.prompt_format = PROMPT_FORMATS.build(stage["prompt"], f"{where}.prompt")
     model.config = {**cfg, "prompt": stage["prompt"]}
     model.llm.set_gradient_checkpointing(bool(cfg["llm"].get("gradient_checkpointing", False)))
-    apply_stage(model, stage["trainable"], f"{where}.trainable")
+    apply_stage(model, stage["trainable"], f"{where}.trainable", allow_none=bool(stage.get("lora")))
+    if stage.get("lora"):
+        add_lora(model, stage["lora"], f"{where}.lora")
     if stage.get("reinit_projector"):
         reinitialise(model.projector)
-    return model
+    return model.train()  # Lightning keeps each module's mode; from_pretrained parts arrive in eval mode
 
 
 def accumulation(trainer_cfg: dict[str, Any], stage: dict[str, Any], where: str) -> int:
@@ -112,6 +115,7 @@ def train_stage(cfg: dict[str, Any], name: str, model: VisionLanguageModel, outp
     if isinstance(logger, WandbLogger):
         logger.log_hyperparams({**cfg, "stage_name": name, "parameters": model.parameter_counts()})
     trainer.fit(VlxModule(model, stage), datamodule=datamodule)
+    merge_lora(model)  # checkpoints hold plain weights
     checkpoint = save_checkpoint(model, output_dir / "checkpoints" / name, {"stage": name, "run_name": cfg["run_name"]})
     if isinstance(logger, WandbLogger):
         logger.experiment.summary["checkpoint"] = str(checkpoint)

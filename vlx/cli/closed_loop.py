@@ -1,0 +1,88 @@
+"""Closed-loop evaluation of a VLA checkpoint (`vlx eval checkpoint=DIR` when the model acts).
+
+Rolls the policy out on `rollout.episodes` seeded episodes of `rollout.env` and prints
+`success_rate=`; beside it the same policy with an uninformative instruction (`blind_success_rate=`, the
+language-blind control) and the scripted expert (`expert_success_rate=`) when the environment has one.
+GIFs of the first episodes go to `{output_dir}/videos`; everything is written to
+`{output_dir}/rollout.json` and, with `logger=wandb`, logged to a W&B run (rates and videos).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vlx.envs import ExpertPolicy, rollout
+from vlx.envs.block_reach import BlockReach
+from vlx.envs.rollout import RolloutResult, env_factory
+from vlx.errors import ConfigError
+from vlx.model import VisionLanguageModel
+
+
+def model_policy(model: VisionLanguageModel, unnorm_key: str | None):
+    """The batched image policy `rollout` calls: predict_actions on the camera frames."""
+    return lambda images, instructions: model.predict_actions(images, instructions, unnorm_key)
+
+
+def evaluate_closed_loop(cfg: dict[str, Any], model: VisionLanguageModel) -> dict[str, Any]:
+    """Roll out `model` (and the controls); print, save and log the success rates."""
+    settings = {**model.config.get("rollout", {}), **{k: v for k, v in cfg["rollout"].items() if v is not None}}
+    if not settings.get("env"):
+        raise ConfigError("config key 'rollout.env' is not set (and the checkpoint's config has none): name a "
+                          "closed-loop environment, e.g. rollout.env=block-reach")
+    env, kwargs = settings["env"], settings.get("env_kwargs") or {}
+    seeds = list(range(int(settings["first_seed"]), int(settings["first_seed"]) + int(settings["episodes"])))
+    output_dir = Path(cfg["output_dir"])
+    common = {"env_kwargs": kwargs, "batch_size": int(settings["batch_size"])}
+    policy = model_policy(model, settings.get("unnorm_key"))
+    results = {"policy": rollout(policy, env, seeds, num_videos=int(settings["videos"]), video_dir=output_dir / "videos",
+                                 **common)}
+    print(f"success_rate={results['policy'].success_rate:.3f}")
+    if settings.get("blind_instruction"):
+        results["blind"] = rollout(policy, env, seeds, instruction_override=settings["blind_instruction"], **common)
+        print(f"blind_success_rate={results['blind'].success_rate:.3f}")
+    if settings.get("expert_noise") is not None and isinstance(env_factory(env, kwargs)(), BlockReach):
+        results["expert"] = rollout(ExpertPolicy(noise=float(settings["expert_noise"])), env, seeds, **common)
+        print(f"expert_success_rate={results['expert'].success_rate:.3f}")
+    print(f"episodes={len(seeds)} mean_steps={results['policy'].mean_steps:.1f}")
+    report = write_report(results, settings, output_dir)
+    log_to_wandb(cfg, report, results["policy"])
+    return report
+
+
+def write_report(results: dict[str, RolloutResult], settings: dict[str, Any], output_dir: Path) -> dict[str, Any]:
+    """`rollout.json`: the rates, the settings and every episode."""
+    report: dict[str, Any] = {f"{name}_success_rate" if name != "policy" else "success_rate": r.success_rate
+                              for name, r in results.items()}
+    report["settings"] = settings
+    report["episodes"] = {name: [vars(e) for e in r.episodes] for name, r in results.items()}
+    report["videos"] = [str(v) for v in results["policy"].videos]
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "rollout.json").write_text(json.dumps(report, indent=1, default=_plain))
+    print(f"rollout={output_dir / 'rollout.json'}")
+    for video in report["videos"]:
+        print(f"video={video}")
+    return report
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else str(value)
+
+
+def log_to_wandb(cfg: dict[str, Any], report: dict[str, Any], policy: RolloutResult) -> None:
+    """One W&B run (same project/offline settings as training) with the rates and the rollout videos."""
+    if cfg["logger"]["name"] != "wandb":
+        return
+    import wandb
+
+    logger = cfg["logger"]
+    run = wandb.init(project=logger["project"], mode="offline" if logger["offline"] else "online",
+                     group=logger.get("group") or cfg["run_name"], name=f"{cfg['run_name']}-rollout", job_type="eval",
+                     dir=cfg["output_dir"], config={"rollout": report["settings"], "checkpoint": cfg.get("checkpoint")})
+    rates = {f"rollout/{key}": value for key, value in report.items() if key.endswith("success_rate")}
+    videos = {f"rollout/video_{index}": wandb.Video(str(path), format="gif") for index, path in enumerate(policy.videos)}
+    run.log({**rates, "rollout/mean_steps": policy.mean_steps, **videos})
+    run.finish()
