@@ -1,7 +1,7 @@
-"""The `vlx` command: `vlx train|eval|info|data|demo ...`.
+"""The `vlx` command: `vlx train|eval|info|data|demo|serve ...`.
 
-Hydra-style commands (`train`, `eval`, `info`) take `key=value` overrides and `recipe=NAME`; `data` and
-`demo` are plain commands. A VlxError (a mistake in a config, dataset or checkpoint) is printed as one
+Hydra-style commands (`train`, `eval`, `info`) take `key=value` overrides and `recipe=NAME`; `data`,
+`demo` and `serve` are plain commands. A VlxError (a mistake in a config, dataset or checkpoint) is printed as one
 line naming what was wrong and where, with exit status 2 — never a stack trace.
 """
 
@@ -13,22 +13,23 @@ from collections.abc import Callable
 USAGE = """usage: vlx COMMAND [ARGS]
 
 commands:
-  demo   [overrides]               make tiny assets + shapes data, train llava-tiny, evaluate (CPU)
+  demo   [recipe=NAME] [overrides] tiny assets + data, train a tiny recipe (default llava-tiny), evaluate (CPU)
   train  recipe=NAME [overrides]   train the stages of a recipe (Hydra; -m for sweeps)
-  eval   checkpoint=DIR [overrides] exact-match accuracy of a checkpoint, with a blank-image control
+  eval   checkpoint=DIR [overrides] VLM: exact-match accuracy + blank-image control; VLA: closed-loop success
   info   recipe=NAME [overrides]   build the model on the meta device and print parameter counts
-  data   shapes|assets ...         generate the synthetic shapes dataset or the tiny local assets
+  data   shapes|assets|block-reach  generate the shapes dataset, the tiny assets or block-reach robot demos
+  serve  checkpoint=DIR [host=...]  serve a VLA's actions over HTTP (POST /act; docs/serving.md)
 
 recipes: {recipes}
 """
 
 
 def commands() -> dict[str, Callable[[list[str]], None]]:
-    from vlx.cli import data, demo, hydra_apps
+    from vlx.cli import data, demo, hydra_apps, serve
 
     return {
         "train": hydra_apps.train, "eval": hydra_apps.evaluate, "info": hydra_apps.info,
-        "data": data.main, "demo": demo.main,
+        "data": data.main, "demo": demo.main, "serve": serve.main,
     }
 
 

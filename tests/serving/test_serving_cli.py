@@ -1,0 +1,109 @@
+"""`vlx serve`: argument parsing, the API key from the environment, the bind warning, the wiring to uvicorn."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+from serving_helpers import ColourPolicy, act_body, b64, encode, expected_action, random_rgb
+
+from vlx.cli import serve
+from vlx.cli.serve import ServeOptions, bind_warning, parse_args, warn_if_exposed
+from vlx.errors import ConfigError
+
+
+def test_defaults_and_values() -> None:
+    assert parse_args(["checkpoint=runs/x"], environ={}) == ServeOptions(checkpoint="runs/x")
+    options = parse_args(["checkpoint=c", "host=0.0.0.0", "port=9000", "api_key=k", "device=cuda:0",
+                          "predict_timeout_s=2.5", "limit_concurrency=4"], environ={})
+    assert options == ServeOptions("c", "0.0.0.0", 9000, "k", "cuda:0", 2.5, 4)
+
+
+def test_unknown_key_is_a_config_error_listing_the_accepted_keys() -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_args(["checkpoint=c", "hots=0.0.0.0"], environ={})
+    assert str(error.value) == ("unknown key 'hots'; vlx serve accepts: checkpoint=, host=, port=, api_key=, device=, "
+                                "predict_timeout_s=, limit_concurrency=")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--port", "80"], "argument '--port' is not key=value"),
+    (["host=127.0.0.1"], "checkpoint=DIR is required"),
+    (["checkpoint=c", "port=http"], "port='http' is not an integer"),
+    (["checkpoint=c", "port=70000"], "port=70000 is out of range: expected 1 to 65535"),
+    (["checkpoint=c", "port=1", "port=2"], "port= is given twice"),
+    (["checkpoint=c", "api_key="], "api_key= is empty"),
+    (["checkpoint=c", "predict_timeout_s=-1"], "predict_timeout_s=-1 is out of range"),
+])
+def test_bad_arguments(argv: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse_args(argv, environ={})
+
+
+def test_api_key_from_the_environment_unless_given() -> None:
+    assert parse_args(["checkpoint=c"], environ={"VLX_API_KEY": "from-env"}).api_key == "from-env"
+    assert parse_args(["checkpoint=c", "api_key=given"], environ={"VLX_API_KEY": "from-env"}).api_key == "given"
+    assert parse_args(["checkpoint=c"], environ={"VLX_API_KEY": ""}).api_key is None
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "localhost", "::1", "[::1]"])
+def test_loopback_hosts_print_no_warning(host: str) -> None:
+    stream = io.StringIO()
+    assert not warn_if_exposed(host, None, stream) and stream.getvalue() == ""
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.20", "robot.example.org"])
+def test_other_hosts_print_a_warning_that_suggests_an_api_key(host: str) -> None:
+    stream = io.StringIO()
+    assert warn_if_exposed(host, None, stream)
+    assert stream.getvalue() == (f"vlx serve: warning: listening on {host}, not on a loopback address; anyone who can "
+                                 f"reach it can drive the robot: set api_key=... or $VLX_API_KEY, and put a "
+                                 f"TLS-terminating proxy in front of it\n")
+    assert "unencrypted" in bind_warning(host, "k") and "set api_key" not in bind_warning(host, "k")
+
+
+def test_a_checkpoint_without_an_action_head_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    class TextHead:
+        pass
+
+    class TextModel:  # what vlx.checkpoint.load returns for a LLaVA checkpoint: no predict_action
+        head = TextHead()
+        config = {"head": {"name": "text"}}
+
+    import vlx.checkpoint
+
+    monkeypatch.setattr(vlx.checkpoint, "load", lambda directory, device="cpu": TextModel())
+    with pytest.raises(ConfigError, match=r"^checkpoint runs/llava is not a VLA \(its head is text\)"):
+        serve.load_policy("runs/llava", "cpu")
+
+
+def test_main_wires_the_policy_the_key_and_the_settings_into_uvicorn(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    import uvicorn
+
+    runs: list[tuple] = []
+    monkeypatch.setattr(serve, "load_policy", lambda checkpoint, device: ColourPolicy(unnorm_keys=("bridge",)))
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: runs.append((app, kwargs)))
+    monkeypatch.setenv("VLX_API_KEY", "env-key")
+    serve.main(["checkpoint=runs/vla", "host=0.0.0.0", "port=8123"])
+    (app, kwargs), = runs
+    assert kwargs == {"host": "0.0.0.0", "port": 8123, "log_level": "info", "timeout_keep_alive": 5,
+                      "limit_concurrency": 32, "server_header": False}
+    err = capsys.readouterr().err
+    assert "warning: listening on 0.0.0.0" in err and "requests and the API key travel unencrypted" in err
+    rgb = random_rgb(2)
+    client = TestClient(app)
+    body = act_body(b64(encode(Image.fromarray(rgb))), "go", None)
+    assert client.post("/act", json=body).status_code == 401
+    response = client.post("/act", json=body, headers={"X-API-Key": "env-key"})
+    assert response.json() == {"action": expected_action(rgb, "go", "bridge")}
+
+
+def test_vlx_serve_reports_a_bad_argument_as_one_line(capsys) -> None:
+    from vlx.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", "checkpoint=c", "prot=80"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.startswith("vlx serve: error: unknown key 'prot'; vlx serve accepts: checkpoint=,")

@@ -1,0 +1,184 @@
+"""Fuzzing the policy server: thousands of random and malformed requests (fixed seed), never a 5xx.
+
+Five generators: random bytes, random JSON structures, byte-level mutations of a valid body, valid
+bodies carrying mutated/bomb images and odd instructions, and random methods/paths/headers. Afterwards
+a valid request must still get the exact action.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import random
+import time
+
+from fastapi.testclient import TestClient
+from PIL import Image
+from serving_helpers import ColourPolicy, act_body, b64, bomb_jpeg, bomb_png, encode, expected_action, random_rgb
+
+from vlx.serving import create_app
+
+SEED, N_REQUESTS, KEY = 20240601, 1500, "fuzz-key"
+RGB = random_rgb(7, (12, 9))
+IMAGES = [encode(Image.fromarray(RGB)), encode(Image.fromarray(RGB), "JPEG"),
+          encode(Image.fromarray(RGB).convert("L")), encode(Image.fromarray(RGB).convert("RGBA")),
+          encode(Image.fromarray(RGB).convert("P"))]
+VALID = json.dumps(act_body(b64(IMAGES[0]), "pick up the cube", "libero")).encode()
+CONTENT_TYPES = ["application/json", "application/json; charset=utf-8", "text/plain", "", "application/xml",
+                 "multipart/form-data; boundary=x", "application/json; charset=utf-16", "APPLICATION/JSON", ";;;"]
+ODD_TEXT = ["", " ", "\x00", "\ud800", "\udfff", "é", "🤖", "\u202e", "\x7f", "\\", '"', "x" * 150, "\n\t\r"]
+
+
+def random_text(rng: random.Random, max_len: int = 40) -> str:
+    pieces = []
+    for _ in range(rng.randint(0, max_len)):
+        pick = rng.random()
+        if pick < 0.6:
+            pieces.append(chr(rng.randint(32, 126)))
+        elif pick < 0.8:
+            pieces.append(rng.choice(ODD_TEXT))
+        else:
+            pieces.append(chr(rng.randint(0, 0x10FFFF)))
+    return "".join(pieces)
+
+
+def random_value(rng: random.Random, depth: int = 0):
+    kinds = ["int", "float", "bool", "null", "str", "bigint"] + (["list", "dict"] if depth < 4 else [])
+    kind = rng.choice(kinds)
+    if kind == "int":
+        return rng.randint(-1000, 1000)
+    if kind == "bigint":
+        return rng.choice([10 ** 30, -(2 ** 64), 2 ** 63])
+    if kind == "float":
+        return rng.choice([0.5, -1e308, 1e-300, 3.14])
+    if kind == "bool":
+        return rng.random() < 0.5
+    if kind == "null":
+        return None
+    if kind == "str":
+        return random_text(rng)
+    if kind == "list":
+        return [random_value(rng, depth + 1) for _ in range(rng.randint(0, 4))]
+    return {random_text(rng, 8): random_value(rng, depth + 1) for _ in range(rng.randint(0, 5))}
+
+
+def mutate(rng: random.Random, data: bytes, keep: int = 0) -> bytes:
+    """A few byte-level edits (flip, delete, insert, duplicate, truncate) after the first `keep` bytes."""
+    out = bytearray(data)
+    for _ in range(rng.randint(1, 4)):
+        if len(out) <= keep + 1:
+            break
+        at = rng.randrange(keep, len(out))
+        op = rng.randrange(5)
+        if op == 0:
+            out[at] ^= 1 << rng.randrange(8)
+        elif op == 1:
+            del out[at:at + rng.randint(1, 16)]
+        elif op == 2:
+            out[at:at] = rng.randbytes(rng.randint(1, 16))
+        elif op == 3:
+            out[at:at] = out[at:at + rng.randint(1, 64)]
+        else:
+            del out[at:]
+    return bytes(out)
+
+
+def headers(rng: random.Random, content_type: str | None = "application/json") -> dict:
+    result: dict = {}
+    roll = rng.random()
+    if roll < 0.8:
+        result["X-API-Key"] = KEY
+    elif roll < 0.9:
+        result["X-API-Key"] = bytes(rng.choice([rng.randint(32, 126), rng.randint(128, 255)]) for _ in range(rng.randint(0, 20)))
+    if content_type is not None:
+        result["content-type"] = content_type
+    return result
+
+
+def gen_random_bytes(rng: random.Random):
+    return "POST", "/act", headers(rng, rng.choice(CONTENT_TYPES)), rng.randbytes(rng.randint(0, 3000))
+
+
+def random_fields(rng: random.Random) -> dict:
+    keys = ["image", "instruction", "unnorm_key"]
+    return {rng.choice(keys) if rng.random() < 0.7 else random_text(rng, 8): random_value(rng, 2)
+            for _ in range(rng.randint(0, 5))}
+
+
+def gen_random_json(rng: random.Random):
+    roll = rng.random()
+    if roll < 0.3:
+        value = random_value(rng)  # any JSON document
+    elif roll < 0.65:
+        value = random_fields(rng)  # an object with random fields
+    else:
+        value = {**act_body(b64(IMAGES[0])), **random_fields(rng)}  # a valid body with fields overwritten/added
+    return "POST", "/act", headers(rng), json.dumps(value).encode()
+
+
+def gen_mutated_body(rng: random.Random):
+    return "POST", "/act", headers(rng), mutate(rng, VALID)
+
+
+def gen_mutated_image(rng: random.Random):
+    roll = rng.random()
+    if roll < 0.15:
+        image = rng.choice([bomb_png, bomb_jpeg])(rng.randint(0, 2 ** 16 - 1), rng.randint(0, 2 ** 16 - 1))
+    elif roll < 0.85:
+        image = mutate(rng, rng.choice(IMAGES), keep=rng.choice([0, 8, 16, 33]))
+    else:
+        image = rng.choice(IMAGES)
+    text = b64(image)
+    if rng.random() < 0.15:
+        text = mutate(rng, text.encode()).decode("latin-1")
+    instruction = rng.choice(["pick up the cube", random_text(rng, 120), rng.choice(ODD_TEXT)])
+    unnorm_key = rng.choice([None, "bridge", "libero", "droid", random_text(rng, 8)])
+    return "POST", "/act", headers(rng), json.dumps(act_body(text, instruction, unnorm_key)).encode()
+
+
+def gen_random_request(rng: random.Random):
+    method = rng.choice(["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"])
+    path = rng.choice(["/act", "/health", "/", "/act/", "/docs", "/openapi.json", "//act", "/act%00", "/%ff%fe",
+                       "/" + "".join(rng.choice("abc/._-%20") for _ in range(rng.randint(0, 30)))])
+    result = headers(rng, rng.choice(CONTENT_TYPES + [None]))
+    for _ in range(rng.randint(0, 3)):
+        name = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz-") for _ in range(rng.randint(1, 12))).strip("-") or "x"
+        result[f"x-{name}"] = bytes(rng.choice([rng.randint(32, 126), rng.randint(128, 255)]) for _ in range(rng.randint(0, 40)))
+    if rng.random() < 0.2:
+        result["content-length"] = rng.choice(["abc", "-5", "99999999999", "0", "1e9", "10 10"])
+    body = rng.choice([b"", VALID, rng.randbytes(rng.randint(0, 200))])
+    return method, path, result, body
+
+
+GENERATORS = [gen_random_bytes, gen_random_json, gen_mutated_body, gen_mutated_image, gen_random_request]
+
+
+def test_fuzzed_requests_never_get_a_5xx_and_the_server_keeps_working(capsys) -> None:
+    rng = random.Random(SEED)
+    policy = ColourPolicy()
+    app = create_app(policy, api_key=KEY, max_request_bytes=16 * 1024, max_image_side=64, max_image_pixels=48 * 48,
+                     max_instruction_chars=100, predict_timeout_s=10.0)
+    client = TestClient(app, raise_server_exceptions=False)
+    statuses: collections.Counter = collections.Counter()
+    start = time.perf_counter()
+    for i in range(N_REQUESTS):
+        generator = GENERATORS[i % len(GENERATORS)]
+        method, path, request_headers, body = generator(rng)
+        response = client.request(method, path, headers=request_headers, content=body)
+        statuses[response.status_code] += 1
+        assert response.status_code < 500, (i, generator.__name__, method, path, body[:200], response.text)
+        if method != "HEAD":
+            payload = response.json()
+            expected_keys = {"/act": {"action"}, "/health": {"status", "action_dim", "unnorm_keys"}}.get(path) \
+                if response.status_code == 200 else {"error", "field"}
+            assert set(payload) == expected_keys, (path, payload)
+    elapsed = time.perf_counter() - start
+    with capsys.disabled():
+        print(f"\nfuzz: {N_REQUESTS} requests in {elapsed:.1f} s = {N_REQUESTS / elapsed:.0f} requests/s; "
+              f"status counts {dict(sorted(statuses.items()))}; policy calls {len(policy.calls)}")
+    assert elapsed < 30
+    # every layer was reached: auth, routing, size limit, content type, JSON, schema, image, and the policy itself
+    assert {200, 400, 401, 404, 405, 413, 415, 422} <= set(statuses), statuses
+    response = client.post("/act", content=VALID, headers={"X-API-Key": KEY, "content-type": "application/json"})
+    assert response.status_code == 200
+    assert response.json() == {"action": expected_action(RGB, "pick up the cube", "libero")}
