@@ -54,3 +54,22 @@ def tiny_model(tiny_cfg: dict):
     from vlx.builder import build_model
 
     return build_model({**tiny_cfg, "prompt": {"name": "vicuna"}})
+
+
+@pytest.fixture()
+def tiny_vla(tiny_cfg: dict):
+    """A fresh tiny VLA: the llava-tiny parts, a 3-D action head on 256 new tokens, the pure prompt, and
+    action statistics 'toy' from uniform actions in [-2, 2] × [0, 4] × [-1, 1]."""
+    import numpy as np
+    import torch
+
+    from vlx.builder import build_model
+    from vlx.data.action_stats import ActionStats
+
+    torch.manual_seed(0)
+    cfg = {**tiny_cfg, "head": {"name": "action-tokens", "action_dim": 3, "tokens": "new"},
+           "prompt": {"name": "pure", "image_placement": "after-bos"}}
+    model = build_model(cfg).eval()
+    actions = np.random.default_rng(0).uniform([-2, 0, -1], [2, 4, 1], size=(200, 3)).astype(np.float32)
+    model.action_stats["toy"] = ActionStats.from_actions(actions, num_trajectories=10)
+    return model

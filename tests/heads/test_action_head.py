@@ -9,7 +9,6 @@ import torch
 
 from vlx.builder import build_model
 from vlx.checkpoint import load, save_checkpoint
-from vlx.data.action_stats import ActionStats
 from vlx.errors import ConfigError, DataError
 from vlx.heads.action import ActionTokenHead, vla_question
 from vlx.heads.action_decoding import decode_action_tokens
@@ -17,15 +16,8 @@ from vlx.llm.prompts import IGNORE_INDEX
 
 
 @pytest.fixture()
-def vla(tiny_cfg: dict):
-    """A tiny VLA: the llava-tiny parts with a 3-D action head on 256 new tokens and the pure prompt."""
-    torch.manual_seed(0)
-    cfg = {**tiny_cfg, "head": {"name": "action-tokens", "action_dim": 3, "tokens": "new"},
-           "prompt": {"name": "pure", "image_placement": "after-bos"}}
-    model = build_model(cfg).eval()
-    actions = np.random.default_rng(0).uniform([-2, 0, -1], [2, 4, 1], size=(200, 3)).astype(np.float32)
-    model.action_stats["toy"] = ActionStats.from_actions(actions, num_trajectories=10)
-    return model
+def vla(tiny_vla):
+    return tiny_vla
 
 
 def test_new_tokens_are_added_once_with_consecutive_ids(vla) -> None:
@@ -63,8 +55,10 @@ def test_loss_and_metrics_cover_the_action_positions(vla) -> None:
     out = vla.head(logits, labels)
     assert out.metrics["action_accuracy"] == pytest.approx(2 / 3)
     assert out.metrics["action_l1"] == pytest.approx(2 * codec.bin_width / 3, rel=1e-5)
-    with pytest.raises(DataError, match="no action-token label"):
-        vla.head(logits, torch.tensor([[IGNORE_INDEX, IGNORE_INDEX, 5, 6, 7, eos]]))
+    text = vla.head(logits, torch.tensor([[IGNORE_INDEX, IGNORE_INDEX, 5, 6, 7, eos]]))  # a text batch
+    assert set(text.metrics) == {"token_accuracy"} and torch.isfinite(text.loss)
+    with pytest.raises(DataError, match="no supervised token"):
+        vla.head(logits, torch.full((1, 6), IGNORE_INDEX))
 
 
 def naive_constrained_greedy(model, embeds: torch.Tensor, first: int, top: int, steps: int) -> list[int]:

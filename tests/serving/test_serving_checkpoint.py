@@ -4,27 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 from serving_helpers import b64, encode
 
-from vlx.builder import build_model
 from vlx.checkpoint import save_checkpoint
 from vlx.cli.serve import load_policy
-from vlx.data.action_stats import ActionStats
 from vlx.errors import ConfigError
 from vlx.serving import create_app
 
 
-def test_a_tiny_vla_checkpoint_is_served_end_to_end(tiny_cfg: dict, tmp_path) -> None:
-    torch.manual_seed(0)
-    cfg = {**tiny_cfg, "head": {"name": "action-tokens", "action_dim": 3, "tokens": "new"},
-           "prompt": {"name": "pure", "image_placement": "after-bos"}}
-    model = build_model(cfg).eval()
-    actions = np.random.default_rng(0).uniform([-2, 0, -1], [2, 4, 1], size=(200, 3)).astype(np.float32)
-    model.action_stats["toy"] = ActionStats.from_actions(actions, num_trajectories=10)
-    policy = load_policy(str(save_checkpoint(model, tmp_path / "vla")), "cpu")
+def test_a_tiny_vla_checkpoint_is_served_end_to_end(tiny_vla, tmp_path) -> None:
+    policy = load_policy(str(save_checkpoint(tiny_vla, tmp_path / "vla")), "cpu")
 
     client = TestClient(create_app(policy))
     assert client.get("/health").json() == {"status": "ok", "action_dim": 3, "unnorm_keys": ["toy"]}

@@ -3,7 +3,9 @@
 Rolls the policy out on `rollout.episodes` seeded episodes of `rollout.env` and prints
 `success_rate=`; beside it the same policy with an uninformative instruction (`blind_success_rate=`, the
 language-blind control) and the scripted expert (`expert_success_rate=`) when the environment has one.
-GIFs of the first episodes go to `{output_dir}/videos`; everything is written to
+With `eval.demos` (a robomimic file) it also prints offline `action_accuracy=` / `action_l1=` on its
+held-out split, and `blind_action_accuracy=` with the uninformative instruction. GIFs of the first
+episodes go to `{output_dir}/videos`; everything is written to
 `{output_dir}/rollout.json` and, with `logger=wandb`, logged to a W&B run (rates and videos).
 """
 
@@ -15,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from vlx.action_evaluation import evaluate_actions
+from vlx.data.robomimic_hdf5 import RobomimicFile
 from vlx.envs import ExpertPolicy, rollout
 from vlx.envs.block_reach import BlockReach
 from vlx.envs.rollout import RolloutResult, env_factory
@@ -48,15 +52,35 @@ def evaluate_closed_loop(cfg: dict[str, Any], model: VisionLanguageModel) -> dic
         results["expert"] = rollout(ExpertPolicy(noise=float(settings["expert_noise"])), env, seeds, **common)
         print(f"expert_success_rate={results['expert'].success_rate:.3f}")
     print(f"episodes={len(seeds)} mean_steps={results['policy'].mean_steps:.1f}")
-    report = write_report(results, settings, output_dir)
+    report = write_report(results, settings, output_dir, offline_action_metrics(cfg, model, settings))
     log_to_wandb(cfg, report, results["policy"])
     return report
 
 
-def write_report(results: dict[str, RolloutResult], settings: dict[str, Any], output_dir: Path) -> dict[str, Any]:
-    """`rollout.json`: the rates, the settings and every episode."""
+def offline_action_metrics(cfg: dict[str, Any], model: VisionLanguageModel, settings: dict[str, Any]) -> dict[str, float]:
+    """Action-token accuracy on held-out demonstration steps, and the same with the blind instruction."""
+    eval_cfg = cfg["eval"] if cfg["eval"].get("demos") else model.config.get("eval", {})
+    if not eval_cfg.get("demos"):
+        return {}
+    demos = RobomimicFile(eval_cfg["demos"], filter_key=eval_cfg.get("demos_filter_key"), where="eval.demos",
+                          instruction=None)
+    metrics: dict[str, float] = {}
+    for prefix, instruction in (("", None), ("blind_", settings.get("blind_instruction"))):
+        if prefix and not instruction:
+            continue
+        scores = evaluate_actions(model, demos, settings.get("unnorm_key"), eval_cfg.get("demos_limit"), instruction)
+        metrics.update({f"{prefix}action_accuracy": scores.action_accuracy, f"{prefix}action_l1": scores.action_l1})
+        print(f"{prefix}action_accuracy={scores.action_accuracy:.3f}")
+        print(f"{prefix}action_l1={scores.action_l1:.3f}")
+    return metrics
+
+
+def write_report(results: dict[str, RolloutResult], settings: dict[str, Any], output_dir: Path,
+                 offline: dict[str, float]) -> dict[str, Any]:
+    """`rollout.json`: the rates, the offline action metrics, the settings and every episode."""
     report: dict[str, Any] = {f"{name}_success_rate" if name != "policy" else "success_rate": r.success_rate
                               for name, r in results.items()}
+    report.update(offline)
     report["settings"] = settings
     report["episodes"] = {name: [vars(e) for e in r.episodes] for name, r in results.items()}
     report["videos"] = [str(v) for v in results["policy"].videos]
@@ -82,7 +106,7 @@ def log_to_wandb(cfg: dict[str, Any], report: dict[str, Any], policy: RolloutRes
     run = wandb.init(project=logger["project"], mode="offline" if logger["offline"] else "online",
                      group=logger.get("group") or cfg["run_name"], name=f"{cfg['run_name']}-rollout", job_type="eval",
                      dir=cfg["output_dir"], config={"rollout": report["settings"], "checkpoint": cfg.get("checkpoint")})
-    rates = {f"rollout/{key}": value for key, value in report.items() if key.endswith("success_rate")}
+    rates = {f"rollout/{key}": value for key, value in report.items() if isinstance(value, float)}
     videos = {f"rollout/video_{index}": wandb.Video(str(path), format="gif") for index, path in enumerate(policy.videos)}
     run.log({**rates, "rollout/mean_steps": policy.mean_steps, **videos})
     run.finish()

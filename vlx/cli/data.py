@@ -1,5 +1,6 @@
-"""`vlx data shapes|assets|block-reach`: the built-in synthetic dataset, the tiny local assets, and scripted
-`block-reach` robot demonstrations written as one robomimic-layout HDF5 file.
+"""`vlx data shapes|assets|block-reach|block-reach-text`: the built-in synthetic dataset, the tiny local
+assets, scripted `block-reach` robot demonstrations written as one robomimic-layout HDF5 file, and
+captions/questions about the frames of those demonstrations (LLaVA JSON).
 
 Unset options default to what the tiny recipes train on (llava-tiny's `shapes`, openvla-tiny's `robot`);
 the recipe is composed only when a default is needed.
@@ -44,6 +45,9 @@ def parser() -> argparse.ArgumentParser:
     reach.add_argument("--seed", type=int, help="default: openvla-tiny's robot.seed")
     reach.add_argument("--valid-fraction", type=float, default=0.1, help="valid share (default: %(default)s)")
     reach.add_argument("--noise", type=float, default=0.3, help="std of the executed-move noise (default: %(default)s)")
+    text = sub.add_parser("block-reach-text", help="captions + questions on the frames of block-reach demos (LLaVA JSON)")
+    text.add_argument("--demos", help="the demo file (default: openvla-tiny's robot.path)")
+    text.add_argument("--out", help="output directory (default: openvla-tiny's robot.scene)")
     return root
 
 
@@ -70,6 +74,12 @@ def main(argv: list[str]) -> None:
         print(f"discarded={summary.discarded}")
         print(f"expert_success_rate={summary.expert_success_rate:.3f}")
         print(f"path={summary.path}")
+    elif args.what == "block-reach-text":
+        from vlx.envs.scene_text import write_scene_texts
+
+        fill_defaults(args, "openvla-tiny", "robot", {"demos": "path", "out": "scene"})
+        for split, written in write_scene_texts(Path(args.demos).expanduser(), Path(args.out).expanduser()).items():
+            print(f"questions[{split}]={written.json_path} samples={written.samples}")
     else:
         from vlx.data.tiny_assets import write_tiny_assets
 

@@ -2,7 +2,7 @@
 
 Writes the tiny local assets (tokenizer, random vision and Llama weights), generates the recipe's data —
 the synthetic shapes questions (`shapes:` in llava-tiny / prismatic-tiny) or scripted `block-reach`
-demonstrations (`robot:` in openvla-tiny) — trains the recipe's stages, then evaluates: exact-match
+demonstrations and questions about their frames (`robot:` in openvla-tiny) — trains the recipe's stages, then evaluates: exact-match
 accuracy on held-out questions next to the blank-image control and the best blind answer, or, for a
 VLA, closed-loop success next to the language-blind control and the scripted expert. Hydra overrides
 are accepted (`vlx demo recipe=openvla-tiny stages.vla.epochs=2`).
@@ -41,6 +41,11 @@ def prepare_data(cfg: dict[str, Any], console: Console) -> None:
         robot = cfg["robot"]
         path = ensure_demos(Path(robot["path"]).expanduser(), robot["demos"], seed=robot["seed"])
         console.print(f"[bold]data[/] {path}")
+        if robot.get("scene"):
+            from vlx.envs.scene_text import write_scene_texts
+
+            write_scene_texts(path, Path(robot["scene"]).expanduser())
+            console.print(f"[bold]scene text[/] {robot['scene']}")
     else:
         raise ConfigError("vlx demo runs the tiny recipes (llava-tiny, prismatic-tiny, openvla-tiny), whose config "
                           "has a `shapes:` or `robot:` node describing the built-in data")

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlx.errors import ConfigError, DataError
+from vlx.errors import ConfigError
 from vlx.heads.action_tokenizer import ActionTokenizer
 from vlx.heads.text import HeadOutput, supervised_positions
 from vlx.registry import HEADS
@@ -70,19 +70,15 @@ class ActionTokenHead(nn.Module):
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor, sample_ids: list[str] | None = None) -> HeadOutput:
         predictions, targets = supervised_positions(logits, labels, sample_ids)  # (S, V), (S,)
+        loss = F.cross_entropy(predictions.float(), targets)
         codec = self.tokenizer
         is_action = codec.is_action(targets)  # (S,)
-        if not bool(is_action.any()):
-            raise DataError(f"batch {sample_ids or '?'} has no action-token label: the action-tokens head trains on "
-                            "robot data (e.g. a robomimic-hdf5 dataset), not on text")
-        loss = F.cross_entropy(predictions.float(), targets)
         with torch.no_grad():
-            action_logits = predictions[is_action][:, codec.first_id : codec.top_id]  # (S_a, n_bins)
-            predicted = action_logits.argmax(-1) + codec.first_id  # (S_a,) constrained to action tokens
-            truth = targets[is_action]  # (S_a,)
-            metrics = {
-                "action_accuracy": (predicted == truth).float().mean(),
-                "action_l1": (codec.decode_torch(predicted) - codec.decode_torch(truth)).abs().mean(),
-                "token_accuracy": (predictions.argmax(-1) == targets).float().mean(),
-            }
+            metrics = {"token_accuracy": (predictions.argmax(-1) == targets).float().mean()}
+            if bool(is_action.any()):  # text batches (VLM co-training / a scene stage) have no action metrics
+                action_logits = predictions[is_action][:, codec.first_id : codec.top_id]  # (S_a, n_bins)
+                predicted = action_logits.argmax(-1) + codec.first_id  # (S_a,) constrained to action tokens
+                truth = targets[is_action]  # (S_a,)
+                metrics["action_accuracy"] = (predicted == truth).float().mean()
+                metrics["action_l1"] = (codec.decode_torch(predicted) - codec.decode_torch(truth)).abs().mean()
         return HeadOutput(loss, logits, metrics)
