@@ -70,3 +70,18 @@ def test_prism_recipes_match_prismatic(recipe, vision, patches, capsys):
 
 
 EXPECTED_VISION = {"dinosiglip-224px": 730_911_680, "dinosiglip-384px": 731_940_928}
+
+
+def test_openvla_7b_recipe(capsys):
+    cfg = compose(["recipe=openvla-7b", "robot_data=/data/demos.hdf5"])
+    assert cfg.vision.name == "dinosiglip-224px" and cfg.head.name == "action-tokens"
+    assert (cfg.head.action_dim, cfg.head.n_bins, cfg.head.tokens, cfg.head.base_vocab_size) == (7, 256, "reuse-last", 32000)
+    stage = cfg.stages.vla
+    assert list(stage.trainable) == ["vision", "projector", "llm"] and list(cfg.train.stages) == ["vla"]
+    assert (stage.lr, stage.schedule, stage.global_batch_size) == (2e-5, "constant", 256)
+    assert (cfg.augment.crop_scale, cfg.augment.color_jitter) == (0.9, True)
+    assert stage.data.train.datasets[0].path == "/data/demos.hdf5"
+    counts = print_info(cfg)
+    assert counts["total"] == 7_541_237_184 and "params_total=7541237184" in capsys.readouterr().out
+    lora = print_info(compose(["recipe=openvla-7b", "stage@stages.vla=lora"]))
+    assert lora["trainable"] == 71_385_600 + 79_953_920  # projector + LoRA r=32 on every linear layer of Llama-2-7B

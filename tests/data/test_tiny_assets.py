@@ -39,3 +39,16 @@ def test_changed_architecture_rewrites_the_asset(tmp_path):
 def test_assets_are_never_written_to_hub_ids():
     with pytest.raises(ConfigError, match=r"vision.source=openai/clip-vit-large-patch14-336 is not a local path"):
         write_tiny_vision(to_plain(compose(["recipe=llava-v1.5-7b"]).vision))
+
+
+def test_tiny_timm_vits_know_where_each_patch_is():
+    """Patch position embeddings are a 2-D sin-cos grid at content scale: neighbours alike, rows separable."""
+    from vlx.data.tiny_assets import POSITION_STD, tiny_timm_vit
+
+    model = tiny_timm_vit("vit_small_patch14_reg4_dinov2", 64, {"patch_size": 8, "embed_dim": 48, "depth": 1, "num_heads": 4})
+    grid = model.pos_embed[0].reshape(8, 8, 48)  # (rows, cols, D)
+    assert grid.std().item() == pytest.approx(POSITION_STD, rel=1e-4)
+    along_row = [(grid[3, 0] - grid[3, col]).norm().item() for col in range(5)]  # distance grows with distance
+    along_col = [(grid[0, 3] - grid[row, 3]).norm().item() for row in range(5)]
+    assert along_row == sorted(along_row) and along_col == sorted(along_col) and along_row[1] > 0
+    assert not torch.allclose(grid[3, 0], grid[0, 3])  # rows and columns are told apart

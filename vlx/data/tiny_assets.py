@@ -19,6 +19,7 @@ from typing import Any
 
 import timm
 import torch
+from timm.layers.pos_embed_sincos import build_sincos2d_pos_embed
 from safetensors.torch import save_file
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoModelForCausalLM, CLIPVisionConfig, CLIPVisionModel, PreTrainedTokenizerFast
@@ -29,7 +30,7 @@ from vlx.llm.backbone import build_hf_config
 from vlx.llm.formats import VICUNA_SYSTEM
 
 POSITION_STD = 1.0
-ASSETS_VERSION = 3  # bump when the generated assets change for the same configs
+ASSETS_VERSION = 4  # bump when the generated assets change for the same configs
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
 TEMPLATE_TEXT = [VICUNA_SYSTEM, "USER: ASSISTANT:", "In: Out:", "What action should the robot take to"]
 
@@ -96,10 +97,20 @@ def write_stamp(stamp: Path, description: Mapping[str, Any]) -> None:
 
 
 def tiny_timm_vit(model_id: str, image_size: int, model_kwargs: Mapping[str, Any]) -> torch.nn.Module:
-    """A random timm ViT with position embeddings at content scale (see `tiny_clip_vision`)."""
+    """A random timm ViT whose patch position embeddings are a 2-D sin-cos grid at content scale.
+
+    Trained ViTs learn smooth 2-D position embeddings (neighbouring patches alike, rows and columns
+    separable); a random tower's are noise, which a small model can only memorise patch by patch. The
+    sin-cos grid gives the random tower the trained kind of "where" (see also `tiny_clip_vision`);
+    embeddings of prefix tokens (class, registers), if any, are drawn at the same scale.
+    """
     model = timm.create_model(model_id, pretrained=False, num_classes=0, img_size=image_size, **model_kwargs)
+    grid = list(model.patch_embed.grid_size)
+    patches = grid[0] * grid[1]
     with torch.no_grad():
-        model.pos_embed.normal_(std=POSITION_STD)
+        model.pos_embed.normal_(std=POSITION_STD)  # (1, prefix + patches, D)
+        sincos = build_sincos2d_pos_embed(grid, dim=model.pos_embed.shape[-1])  # (patches, D)
+        model.pos_embed[0, -patches:] = sincos / sincos.std() * POSITION_STD
     return model
 
 

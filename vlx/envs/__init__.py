@@ -4,7 +4,9 @@ demo recorder and the batched rollout evaluator. Importing this package register
 
 from vlx.envs.block_reach import PALETTE, BlockReach, EnvStepError
 from vlx.envs.expert import ExpertPolicy, expert_action, perturb
+from vlx.envs.gym_adapter import GymnasiumEnv  # registers `gymnasium` (gymnasium is imported lazily)
 from vlx.envs.record import RecordSummary, ensure_demos, record_demos
+from vlx.envs.robosuite_adapter import RobosuiteEnv  # registers `robosuite` (robosuite is imported lazily)
 from vlx.envs.rollout import EpisodeResult, RolloutResult, rollout
 
 __all__ = [
