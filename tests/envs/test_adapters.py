@@ -158,8 +158,8 @@ def test_configuration_errors(request, monkeypatch, name, kwargs, message):
     if name == "gymnasium" and kwargs is not None:
         request.getfixturevalue("gym_ids")
     monkeypatch.setitem(sys.modules, "robosuite" if kwargs is not None else "gymnasium", None)  # make sure of it
+    base = GYM if name == "gymnasium" else {"instruction": "lift the cube"}
     with pytest.raises(ConfigError, match=message):
-        base = GYM if name == "gymnasium" else {"instruction": "lift the cube"}
         ENVIRONMENTS.build({"name": name, **base, **(kwargs or {})}, where="rollout.env")
 
 

@@ -154,6 +154,9 @@ def rollout(policy: ImagePolicy | EnvPolicy, env_name_or_factory: str | Callable
                     still.append(run)
                     continue
                 results[run.index] = EpisodeResult(run.seed, run.env.instruction, run.env.is_success(), run.steps)
+                close = getattr(run.env, "close", None)
+                if close is not None:  # simulators hold render contexts
+                    close()
                 if run.frames is not None:
                     videos[run.index] = write_gif(run.frames, Path(video_dir) / f"episode_{run.seed}.gif")
                 progress.advance(task)
