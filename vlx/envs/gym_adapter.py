@@ -78,8 +78,24 @@ def clip_action(action: Any, low: np.ndarray, high: np.ndarray, clip: bool, what
     return np.clip(a, low, high) if clip else a
 
 
+class AdapterEpisode:
+    """What both adapters share: a latched success flag and a fixed instruction."""
+
+    _success: bool = False
+    _instruction: str = ""
+
+    def is_success(self) -> bool:
+        """Whether the episode has succeeded (latched: it stays true until the next reset)."""
+        return self._success
+
+    @property
+    def instruction(self) -> str:
+        """The episode's language instruction (from the config, or the dataset for robosuite)."""
+        return self._instruction
+
+
 @ENVIRONMENTS.register("gymnasium")
-class GymnasiumEnv:
+class GymnasiumEnv(AdapterEpisode):
     """A Gymnasium env seen through the `ClosedLoopEnv` protocol; see the module docstring for the conventions."""
 
     def __init__(self, id: str, instruction: str, env_kwargs: Mapping[str, Any] | None = None,
@@ -147,15 +163,6 @@ class GymnasiumEnv:
         succeeded = bool(info[self.success_key]) if self.success_key in info else bool(terminated and reward > 0)
         self._success = self._success or succeeded
         return self._observation(obs), float(reward), bool(terminated) or self._success, bool(truncated), info
-
-    def is_success(self) -> bool:
-        """Whether the episode has succeeded (latched; see the module docstring)."""
-        return self._success
-
-    @property
-    def instruction(self) -> str:
-        """The fixed instruction from the config."""
-        return self._instruction
 
     def render_scene(self, size: int = 128) -> np.ndarray:
         """`env.render()` resized to (size, size, 3) uint8, for the rollout videos."""

@@ -22,7 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from vlx.envs.gym_adapter import CAMERA_KEY, WHERE, clip_action, import_optional, non_empty, positive_int, rgb_frame
+from vlx.envs.gym_adapter import (
+    CAMERA_KEY, WHERE, AdapterEpisode, clip_action, import_optional, non_empty, positive_int, rgb_frame,
+)
 from vlx.errors import ConfigError, DataError, VlxError
 from vlx.registry import ENVIRONMENTS
 
@@ -105,7 +107,7 @@ def create_env(env_meta: dict[str, Any], image_key: str) -> Any:
 
 
 @ENVIRONMENTS.register("robosuite")
-class RobosuiteEnv:
+class RobosuiteEnv(AdapterEpisode):
     """A robosuite task seen through the `ClosedLoopEnv` protocol; see the module docstring for the conventions."""
 
     def __init__(self, env_args: Mapping[str, Any] | None = None, dataset: str | None = None, camera: str = "agentview",
@@ -140,15 +142,6 @@ class RobosuiteEnv:
         self._success = self._success or bool(self._env.is_success()["task"])
         truncated = not self._success and self._steps >= self.max_steps
         return self._observation(obs), float(reward), self._success, truncated, info
-
-    def is_success(self) -> bool:
-        """Whether the episode has succeeded (latched)."""
-        return self._success
-
-    @property
-    def instruction(self) -> str:
-        """The config's instruction, else the dataset's first demo's."""
-        return self._instruction
 
     def render_scene(self, size: int = 128) -> np.ndarray:
         """UNTESTED HERE. The camera rendered at size² (upright: robomimic flips it), for the rollout videos."""
