@@ -15,10 +15,12 @@ import pytest
 
 from tests.test_learning import numbers, vlx
 
-SHORT = ["stages.vla.epochs=2", "rollout.episodes=20", "rollout.videos=2", "eval.demos_limit=256", "run_name=ci"]
+SHORT = ["stages.vla.epochs=4", "rollout.episodes=20", "rollout.videos=2", "eval.demos_limit=256", "run_name=ci"]
 # The scene stage keeps its full schedule: shorter ones (1,000 demos × 4 epochs) never reached the point where the
 # questions are learned, and then the actions ignore the instruction (measured: accuracy 0.443 vs blind 0.444).
-MARGIN = 0.05  # over the language-blind control; measured on this schedule: 0.467 vs 0.335
+MARGIN = 0.01  # token accuracy over the language-blind control (a weak signal: the gripper and saturated moves are
+# easy to guess blind; the full schedule gives 0.477 vs 0.415), so L1 must also drop clearly (full: 0.045 vs 0.451)
+L1_RATIO = 0.8
 
 
 @pytest.mark.slow
@@ -27,7 +29,7 @@ def test_openvla_tiny_reads_the_instruction(tmp_path) -> None:
     result = numbers(demo.stdout)
     assert result["action_accuracy"] >= result["blind_action_accuracy"] + MARGIN, demo.stdout[-2000:]
     assert result["expert_success_rate"] >= 0.95, demo.stdout[-2000:]
-    assert result["action_l1"] < result["blind_action_l1"], demo.stdout[-2000:]
+    assert result["action_l1"] <= L1_RATIO * result["blind_action_l1"], demo.stdout[-2000:]
     assert 0.0 <= result["success_rate"] <= 1.0 and result["episodes"] == 20
 
     run = tmp_path / "runs" / "ci"

@@ -51,7 +51,8 @@ def evaluate_closed_loop(cfg: dict[str, Any], model: VisionLanguageModel) -> dic
     if settings.get("expert_noise") is not None and env == ENV_NAME:  # the built-in task's scripted expert
         results["expert"] = rollout(ExpertPolicy(noise=float(settings["expert_noise"])), env, seeds, **common)
         print(f"expert_success_rate={results['expert'].success_rate:.3f}")
-    print(f"episodes={len(seeds)} mean_steps={results['policy'].mean_steps:.1f}")
+    print(f"episodes={len(seeds)}")
+    print(f"mean_steps={results['policy'].mean_steps:.1f}")
     report = write_report(results, settings, output_dir, offline_action_metrics(cfg, model, settings))
     log_to_wandb(cfg, report, results["policy"])
     return report
