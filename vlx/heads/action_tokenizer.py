@@ -52,8 +52,7 @@ class ActionTokenizer:
         ids = np.asarray(token_ids.cpu() if isinstance(token_ids, torch.Tensor) else token_ids, dtype=np.int64)
         if ids.size and (ids.min() < self.first_id or ids.max() >= self.top_id):
             raise ValueError(f"token ids must lie in [{self.first_id}, {self.top_id}); got {ids.min()}..{ids.max()}")
-        index = np.clip(self.top_id - ids - 1, 0, self.n_bins - 2)  # (..., A)
-        return self.centres[index].astype(np.float32)
+        return self.decode_torch(torch.from_numpy(ids)).numpy()  # (..., A)
 
     def decode_torch(self, token_ids: torch.Tensor) -> torch.Tensor:
         """`decode` on a tensor, staying on its device (used by the training metrics)."""
