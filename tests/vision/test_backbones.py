@@ -71,3 +71,20 @@ def test_timm_pretrained_without_network_or_local_file_is_a_config_error_with_a_
                                           r"\(config key 'vision.model_id'\).*set vision.weights_file=FILE"):
         TimmViT("vit_small_patch16_224.augreg_in21k", image_size=32, pretrained=True,
                 model_kwargs={"embed_dim": 24, "depth": 2, "num_heads": 2})
+
+
+def test_timm_weights_file_under_home_is_expanded_and_a_missing_one_is_named(tmp_path, monkeypatch):
+    """The default VLX_HOME is '~/.cache/vlx'; timm itself does not expand '~' (prismatic-tiny's demo broke)."""
+    from safetensors.torch import save_file
+
+    kwargs = {"embed_dim": 24, "depth": 2, "num_heads": 2}
+    source = TimmViT("vit_small_patch16_224", image_size=32, model_kwargs=kwargs)
+    save_file(source.model.state_dict(), tmp_path / "w.safetensors")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    loaded = TimmViT("vit_small_patch16_224", image_size=32, pretrained=True, weights_file="~/w.safetensors",
+                     model_kwargs=kwargs)
+    for name, tensor in source.model.state_dict().items():
+        assert torch.equal(loaded.model.state_dict()[name], tensor), name
+    with pytest.raises(ConfigError, match=r"vision.weights_file='~/missing.safetensors': no such file"):
+        TimmViT("vit_small_patch16_224", image_size=32, pretrained=True, weights_file="~/missing.safetensors",
+                model_kwargs=kwargs)

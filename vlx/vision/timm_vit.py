@@ -9,6 +9,7 @@ model's pretrained config.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import timm
@@ -39,7 +40,13 @@ class TimmViT(VisionBackbone):
         super().__init__()
         self.model_id, self.model_kwargs = model_id, dict(model_kwargs or {})
         use_weights = pretrained and load_weights
-        overlay = {"file": weights_file} if weights_file else None
+        overlay = None
+        if weights_file and use_weights:
+            local = Path(weights_file).expanduser()  # timm does not expand "~" (the default VLX_HOME uses it)
+            if not local.is_file():
+                raise ConfigError(f"vision.weights_file={weights_file!r}: no such file (expected local weights "
+                                  f"for timm model {model_id!r}: .safetensors, .pth or .bin)")
+            overlay = {"file": str(local)}
 
         def create(model_name: str) -> torch.nn.Module:
             try:
