@@ -25,7 +25,7 @@ from safetensors.torch import load_model, save_model
 
 from vlx.builder import build_model
 from vlx.data.action_stats import stats_from_table, stats_table
-from vlx.errors import CheckpointError, DataError
+from vlx.errors import CheckpointError, ConfigError, DataError
 from vlx.model import VisionLanguageModel
 
 FORMAT_VERSION = 1
@@ -102,7 +102,10 @@ def load(directory: str | Path, device: str | torch.device = "cpu") -> VisionLan
     if not isinstance(config, dict) or not isinstance(config.get("llm"), dict):
         raise CheckpointError(f"{root / CONFIG} is not a vlx model config: expected a mapping with an 'llm' node")
     config["llm"]["tokenizer"] = str(root / TOKENIZER)
-    model = build_model(config, load_weights=False)
+    try:
+        model = build_model(config, load_weights=False)
+    except ConfigError as exc:  # e.g. an unknown part name or a _target_ in the saved config
+        raise CheckpointError(f"{root / CONFIG}: {exc}", kind=exc.kind) from None
     check_shapes(root / WEIGHTS, model, root / CONFIG)
     missing, unexpected = load_model(model, str(root / WEIGHTS), strict=False, device=str(device))
     if missing or unexpected:

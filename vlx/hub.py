@@ -10,6 +10,7 @@ safetensors only, and nothing in vlx calls `torch.load`, `pickle.load` or Hydra'
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -45,6 +46,12 @@ def load_pretrained(loader: Callable[[str], T], source: str, where: str, what: s
         )
     try:
         return loader(resolved)
+    except pickle.UnpicklingError:  # torch.load(weights_only=True) met a pickle that would run code
+        raise CheckpointError(
+            f"refused to load {what} from {resolved} (config key '{where}'): its weights are a pickle that "
+            "torch.load(weights_only=True) will not unpickle, as it would run code; use safetensors weights",
+            kind="unsafe-weights",
+        ) from None
     except (OSError, ValueError, RuntimeError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if Path(resolved).exists():
