@@ -32,7 +32,7 @@ def to_plain(cfg: Any) -> Any:
             missing = re.search(r"Missing mandatory value: ([\w.]+)", str(exc))
             if missing:
                 raise ConfigError(f"config key '{missing[1]}' (used by '{key}') must be set: add {missing[1]}=... "
-                                  "to the command line") from None
+                                  "to the command line", kind="missing-value") from None
             raise ConfigError(f"config key '{key}': {str(exc).splitlines()[0]}") from None
     return dict(cfg) if isinstance(cfg, Mapping) else cfg
 
@@ -51,7 +51,7 @@ def projector_widths(config: Mapping[str, Any], vision_dim: int, llm_dim: int) -
                 f"{widths[key]}; pick a {what} of width {stated}"
                 + (" (fused-mlp expects a fused backbone such as dinosiglip)" if projector.get("name") == "fused-mlp"
                    and key == "in_dim" else "")
-                + f" or remove projector.{key}"
+                + f" or remove projector.{key}", kind="projector-width",
             )
     return widths
 

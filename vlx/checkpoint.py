@@ -80,13 +80,13 @@ def check_shapes(weights: Path, model: torch.nn.Module, config: Path) -> None:
         with safe_open(str(weights), "pt") as file:
             shapes = {name: tuple(file.get_slice(name).get_shape()) for name in file.keys()}
     except (SafetensorError, OSError) as exc:
-        raise CheckpointError(f"{weights} is not a readable safetensors file ({exc})") from None
+        raise CheckpointError(f"{weights} is not a readable safetensors file ({exc})", kind="corrupt-weights") from None
     expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
     for name, shape in shapes.items():
         if name in expected and expected[name] != shape:
             raise CheckpointError(f"{weights}: tensor {name!r} has shape {list(shape)} but the model described by "
                                   f"{config} needs {list(expected[name])}; the weights and config.yaml do not belong "
-                                  "together")
+                                  "together", kind="weights-mismatch")
 
 
 def load(directory: str | Path, device: str | torch.device = "cpu") -> VisionLanguageModel:
@@ -94,7 +94,7 @@ def load(directory: str | Path, device: str | torch.device = "cpu") -> VisionLan
     root = Path(directory).expanduser()
     for name in (CONFIG, WEIGHTS, TOKENIZER):
         if not (root / name).exists():
-            raise CheckpointError(f"{root} is not a complete vlx checkpoint: {name} is missing")
+            raise CheckpointError(f"{root} is not a complete vlx checkpoint: {name} is missing", kind="incomplete-checkpoint")
     try:
         config = OmegaConf.to_container(OmegaConf.load(root / CONFIG), resolve=True)
     except (yaml.YAMLError, OmegaConfBaseException) as exc:
@@ -112,12 +112,13 @@ def load(directory: str | Path, device: str | torch.device = "cpu") -> VisionLan
         raise CheckpointError(
             f"{root / WEIGHTS} does not match the model in {root / CONFIG}: "
             f"missing {sorted(missing)[:5]}{'...' if len(missing) > 5 else ''}, "
-            f"unexpected {sorted(unexpected)[:5]}{'...' if len(unexpected) > 5 else ''}"
+            f"unexpected {sorted(unexpected)[:5]}{'...' if len(unexpected) > 5 else ''}", kind="weights-mismatch",
         )
     stats_file = root / ACTION_STATS
     if stats_file.is_file():
         try:
             model.action_stats = stats_from_table(json.loads(stats_file.read_text()), str(stats_file))
         except (json.JSONDecodeError, DataError) as exc:
-            raise CheckpointError(f"{stats_file} is not a valid action-statistics table: {exc}") from None
+            raise CheckpointError(f"{stats_file} is not a valid action-statistics table: {exc}",
+                                  kind="bad-action-stats") from None
     return model.to(device).eval()

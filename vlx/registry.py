@@ -88,7 +88,7 @@ class Registry(Generic[T]):
         hint = closest(str(name), known)
         at = f" at config key '{where}'" if where else ""
         suggestion = f" Did you mean {hint!r}?" if hint else ""
-        raise ConfigError(f"unknown {self.kind} {name!r}{at}.{suggestion} Known: {', '.join(known)}")
+        raise ConfigError(f"unknown {self.kind} {name!r}{at}.{suggestion} Known: {', '.join(known)}", kind="unknown-name")
 
     def build(self, cfg: Mapping[str, Any], where: str, **injected: Any) -> T:
         """Build the entry named by `cfg['name']` with the remaining keys as keyword arguments.
@@ -116,7 +116,7 @@ def reject_targets(node: Any, where: str) -> None:
         at = f"{where}[{key}]" if isinstance(key, int) else f"{where}.{key}"
         if key == "_target_":
             raise ConfigError(f"config key '{at}'={value!r}: vlx builds parts only from its registries (give "
-                              "'name: ENTRY'), never from a Hydra _target_; remove it")
+                              "'name: ENTRY'), never from a Hydra _target_; remove it", kind="hydra-target")
         reject_targets(value, at)
 
 
@@ -133,7 +133,7 @@ def check_arguments(factory: Callable[..., Any], args: Mapping[str, Any], where:
                 suggestion = f" Did you mean '{hint}'?" if hint else ""
                 raise ConfigError(
                     f"config key '{where}.{key}' is not an argument of {label}.{suggestion} "
-                    f"Accepted: {', '.join(accepted)}"
+                    f"Accepted: {', '.join(accepted)}", kind="unknown-argument",
                 )
     missing = [
         n

@@ -84,7 +84,8 @@ class RobotDemonstrations(Dataset):
         for index, (source, file) in enumerate(zip(self.sources, self.files)):
             if file.action_dim != action_head.action_dim:
                 raise ConfigError(f"{file.path}: actions '{source.action_key}' have {file.action_dim} dimensions, but "
-                                  f"head.action_dim={action_head.action_dim} ({where}.datasets[{index}])")
+                                  f"head.action_dim={action_head.action_dim} ({where}.datasets[{index}])",
+                                  kind="head-action-dim")
             if training:
                 action_stats[source.key] = ActionStats.from_actions(
                     file.actions(), num_trajectories=file.num_demos, mask=source.normalize_mask, where=str(file.path))
