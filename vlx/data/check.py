@@ -11,6 +11,7 @@ things that are handled but worth knowing, such as an action dimension that neve
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,7 +98,7 @@ def check_robomimic(
     return report
 
 
-def _collect(report: CheckReport, check: Any, *args: Any) -> Any:
+def _collect(report: CheckReport, check: Callable[..., Any], *args: Any) -> Any:
     """`check(*args)`, or None with its DataError added to the report."""
     try:
         return check(*args)
@@ -115,7 +116,8 @@ def _check_file(file: h5py.File, reader: DemoReader, instruction: str | None, fi
         _collect(report, reader.filter, file, names, key)
     _collect(report, json_attr, file["data"].attrs, "env_args", f"{report.path}: data")
     demos, problems = reader.read_demos(file, names, instruction)
-    report.checked, report.problems = len(names), report.problems + problems
+    report.checked = len(names)
+    report.problems.extend(problems)
     agreeing = [demo.actions for demo in demos if demo.actions.shape[1] == demos[0].actions.shape[1]] if demos else []
     if agreeing:
         stats = ActionStats.from_actions(np.concatenate(agreeing), num_trajectories=len(agreeing))  # (N, A) actions
