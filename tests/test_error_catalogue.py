@@ -172,7 +172,7 @@ def test_vlx_sources_load_nothing_unsafely() -> None:
         ROOT / "vlx/vision/hf_clip.py").read_text()
 
 
-def test_docs_errors_lists_at_least_20_cases_each_with_an_existing_test() -> None:
+def test_docs_errors_lists_at_least_20_cases_each_with_an_existing_test_and_a_raised_kind() -> None:
     text = (ROOT / "docs/errors.md").read_text(encoding="utf-8")
     rows = [line for line in text.splitlines() if re.match(r"\|\s*`[a-z-]+`", line)]
     assert len(rows) >= 20
@@ -181,3 +181,7 @@ def test_docs_errors_lists_at_least_20_cases_each_with_an_existing_test() -> Non
         assert tests, f"no test named in: {row}"
         for file, name in tests:
             assert re.search(rf"^def {name}\(", (ROOT / file).read_text(encoding="utf-8"), re.M), f"{file}::{name}"
+    sources = "".join(path.read_text(encoding="utf-8") for path in (ROOT / "vlx").rglob("*.py"))
+    kinds = {kind for row in rows for kind in re.findall(r"`([a-z-]+)`", row.split("|")[1])} - {"handled", "other"}
+    assert len(kinds) >= 30
+    assert sorted(kind for kind in kinds if f'"{kind}"' not in sources) == []  # each kind is raised somewhere
