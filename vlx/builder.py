@@ -2,7 +2,9 @@
 
 The config's `vision`, `projector`, `llm`, `head` and `prompt` nodes each name a registry entry and
 its arguments. The projector's widths are injected from the built backbones, so a recipe cannot get
-them wrong. `load_weights=False` builds every part from its architecture config alone — with
+them wrong; a recipe may state them (`projector.in_dim`, `projector.out_dim`) as a check — a fused-mlp
+recipe states its fused features' width — and a backbone of another width is then a ConfigError
+naming the key, instead of silently building a differently shaped projector. `load_weights=False` builds every part from its architecture config alone — with
 `torch.device("meta")` this is how `vlx info` sizes 7B recipes without memory or network.
 """
 
@@ -30,9 +32,28 @@ def to_plain(cfg: Any) -> Any:
             missing = re.search(r"Missing mandatory value: ([\w.]+)", str(exc))
             if missing:
                 raise ConfigError(f"config key '{missing[1]}' (used by '{key}') must be set: add {missing[1]}=... "
-                                  "to the command line") from None
+                                  "to the command line", kind="missing-value") from None
             raise ConfigError(f"config key '{key}': {str(exc).splitlines()[0]}") from None
     return dict(cfg) if isinstance(cfg, Mapping) else cfg
+
+
+def projector_widths(config: Mapping[str, Any], vision_dim: int, llm_dim: int) -> dict[str, int]:
+    """The projector's `in_dim`/`out_dim` from the built backbones; widths the config states must agree."""
+    projector = config["projector"]
+    widths = {"in_dim": vision_dim, "out_dim": llm_dim}
+    for key, node, what in [("in_dim", "vision", "vision backbone"), ("out_dim", "llm", "LLM")]:
+        stated = projector.get(key)
+        if stated is not None and stated != widths[key]:
+            feature = "features" if key == "in_dim" else "hidden states"
+            raise ConfigError(
+                f"config key 'projector.{key}'={stated}: the {projector.get('name')} projector was set up for "
+                f"{stated}-wide {feature}, but the {what} {config[node].get('name')!r} (config key '{node}') has width "
+                f"{widths[key]}; pick a {what} of width {stated}"
+                + (" (fused-mlp expects a fused backbone such as dinosiglip)" if projector.get("name") == "fused-mlp"
+                   and key == "in_dim" else "")
+                + f" or remove projector.{key}", kind="projector-width",
+            )
+    return widths
 
 
 def build_model(
@@ -45,7 +66,9 @@ def build_model(
             raise ConfigError(f"config key '{key}' is missing; pick one with `{key}=NAME` or a recipe")
     vision = VISION_BACKBONES.build(config["vision"], "vision", load_weights=load_weights)
     llm = LLM_BACKBONES.build(config["llm"], "llm", load_weights=load_weights, load_tokenizer=load_tokenizer)
-    projector = PROJECTORS.build(config["projector"], "projector", in_dim=vision.embed_dim, out_dim=llm.hidden_size)
+    widths = projector_widths(config, vision.embed_dim, llm.hidden_size)
+    projector_cfg = {key: value for key, value in config["projector"].items() if key not in widths}
+    projector = PROJECTORS.build(projector_cfg, "projector", **widths)
     head = HEADS.build(config["head"], "head", llm=llm)
     prompt = PROMPT_FORMATS.build(config["prompt"], "prompt")
     return VisionLanguageModel(vision, projector, llm, head, prompt, config)

@@ -17,12 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save_model
 
 from vlx.builder import build_model
 from vlx.data.action_stats import stats_from_table, stats_table
-from vlx.errors import CheckpointError, DataError
+from vlx.errors import CheckpointError, ConfigError, DataError
 from vlx.model import VisionLanguageModel
 
 FORMAT_VERSION = 1
@@ -70,26 +73,52 @@ def read_metadata(directory: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+def check_shapes(weights: Path, model: torch.nn.Module, config: Path) -> None:
+    """A CheckpointError naming the first tensor of `weights` whose shape differs from `model`'s (read from the
+    safetensors header only), e.g. a projector saved for another vision width."""
+    try:
+        with safe_open(str(weights), "pt") as file:
+            shapes = {name: tuple(file.get_slice(name).get_shape()) for name in file.keys()}
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{weights} is not a readable safetensors file ({exc})", kind="corrupt-weights") from None
+    expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    for name, shape in shapes.items():
+        if name in expected and expected[name] != shape:
+            raise CheckpointError(f"{weights}: tensor {name!r} has shape {list(shape)} but the model described by "
+                                  f"{config} needs {list(expected[name])}; the weights and config.yaml do not belong "
+                                  "together", kind="weights-mismatch")
+
+
 def load(directory: str | Path, device: str | torch.device = "cpu") -> VisionLanguageModel:
     """Rebuild the model saved in `directory` (no network, no original weights needed)."""
     root = Path(directory).expanduser()
     for name in (CONFIG, WEIGHTS, TOKENIZER):
         if not (root / name).exists():
-            raise CheckpointError(f"{root} is not a complete vlx checkpoint: {name} is missing")
-    config = OmegaConf.to_container(OmegaConf.load(root / CONFIG), resolve=True)
-    config["llm"]["tokenizer"] = str(root / TOKENIZER)  # type: ignore[index]
-    model = build_model(config, load_weights=False)  # type: ignore[arg-type]
+            raise CheckpointError(f"{root} is not a complete vlx checkpoint: {name} is missing", kind="incomplete-checkpoint")
+    try:
+        config = OmegaConf.to_container(OmegaConf.load(root / CONFIG), resolve=True)
+    except (yaml.YAMLError, OmegaConfBaseException) as exc:
+        raise CheckpointError(f"{root / CONFIG} is not a readable vlx config: {str(exc).splitlines()[0]}") from None
+    if not isinstance(config, dict) or not isinstance(config.get("llm"), dict):
+        raise CheckpointError(f"{root / CONFIG} is not a vlx model config: expected a mapping with an 'llm' node")
+    config["llm"]["tokenizer"] = str(root / TOKENIZER)
+    try:
+        model = build_model(config, load_weights=False)
+    except ConfigError as exc:  # e.g. an unknown part name or a _target_ in the saved config
+        raise CheckpointError(f"{root / CONFIG}: {exc}", kind=exc.kind) from None
+    check_shapes(root / WEIGHTS, model, root / CONFIG)
     missing, unexpected = load_model(model, str(root / WEIGHTS), strict=False, device=str(device))
     if missing or unexpected:
         raise CheckpointError(
             f"{root / WEIGHTS} does not match the model in {root / CONFIG}: "
             f"missing {sorted(missing)[:5]}{'...' if len(missing) > 5 else ''}, "
-            f"unexpected {sorted(unexpected)[:5]}{'...' if len(unexpected) > 5 else ''}"
+            f"unexpected {sorted(unexpected)[:5]}{'...' if len(unexpected) > 5 else ''}", kind="weights-mismatch",
         )
     stats_file = root / ACTION_STATS
     if stats_file.is_file():
         try:
             model.action_stats = stats_from_table(json.loads(stats_file.read_text()), str(stats_file))
         except (json.JSONDecodeError, DataError) as exc:
-            raise CheckpointError(f"{stats_file} is not a valid action-statistics table: {exc}") from None
+            raise CheckpointError(f"{stats_file} is not a valid action-statistics table: {exc}",
+                                  kind="bad-action-stats") from None
     return model.to(device).eval()

@@ -2,18 +2,24 @@
 
 Real models load through the libraries' own `from_pretrained`; this module only resolves `~` in local
 paths and turns the libraries' network or file errors into a one-line `VlxError` that names the config
-key and says how to make the weights available offline.
+key and says how to make the weights available offline. Loading is safe by construction: transformers
+models load with `SAFE_LOADING` (no remote code; `.bin` files only through `torch.load(weights_only=True)`,
+safetensors preferred), timm reads safetensors or `weights_only=True` files, vlx checkpoints are
+safetensors only, and nothing in vlx calls `torch.load`, `pickle.load` or Hydra's `instantiate`.
 """
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 from vlx.errors import CheckpointError, ConfigError
 
 T = TypeVar("T")
+SAFE_LOADING: Mapping[str, bool] = MappingProxyType({"trust_remote_code": False, "weights_only": True})
 
 
 def resolve_source(source: str) -> str:
@@ -40,6 +46,12 @@ def load_pretrained(loader: Callable[[str], T], source: str, where: str, what: s
         )
     try:
         return loader(resolved)
+    except pickle.UnpicklingError:  # torch.load(weights_only=True) met a pickle that would run code
+        raise CheckpointError(
+            f"refused to load {what} from {resolved} (config key '{where}'): its weights are a pickle that "
+            "torch.load(weights_only=True) will not unpickle, as it would run code; use safetensors weights",
+            kind="unsafe-weights",
+        ) from None
     except (OSError, ValueError, RuntimeError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if Path(resolved).exists():

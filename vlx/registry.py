@@ -5,6 +5,9 @@ prompt formats, datasets, closed-loop environments) is a `Registry`. Built-in en
 imported lazily on first use; third-party packages add entries through the `vlx.plugins` entry-point
 group (see README, "Plugins"). `Registry.build(cfg, where=...)` checks the config's arguments against
 the entry's signature, so a typo in a config fails with the config path and the accepted arguments.
+Registries are the only way a config becomes objects: vlx never calls Hydra's `instantiate`, and a
+`_target_` key anywhere in a node handed to `build` is a ConfigError, so a config or checkpoint cannot
+name arbitrary Python to run — only vlx's own entries and installed `vlx.plugins`.
 """
 
 from __future__ import annotations
@@ -85,7 +88,7 @@ class Registry(Generic[T]):
         hint = closest(str(name), known)
         at = f" at config key '{where}'" if where else ""
         suggestion = f" Did you mean {hint!r}?" if hint else ""
-        raise ConfigError(f"unknown {self.kind} {name!r}{at}.{suggestion} Known: {', '.join(known)}")
+        raise ConfigError(f"unknown {self.kind} {name!r}{at}.{suggestion} Known: {', '.join(known)}", kind="unknown-name")
 
     def build(self, cfg: Mapping[str, Any], where: str, **injected: Any) -> T:
         """Build the entry named by `cfg['name']` with the remaining keys as keyword arguments.
@@ -93,6 +96,7 @@ class Registry(Generic[T]):
         `injected` arguments come from the model builder (e.g. a projector's input width) and win over
         nothing: a config that also sets them is an error, since the value would be ignored.
         """
+        reject_targets(cfg, where)
         args = dict(cfg)
         if "name" not in args:
             raise ConfigError(f"config key '{where}' needs a 'name' (one of: {', '.join(self.names())})")
@@ -103,6 +107,17 @@ class Registry(Generic[T]):
                 raise ConfigError(f"config key '{where}.{key}' is set by vlx itself; remove it")
         check_arguments(factory, {**args, **injected}, where=where, label=f"{self.kind} {name!r}")
         return factory(**args, **injected)
+
+
+def reject_targets(node: Any, where: str) -> None:
+    """A ConfigError for the first Hydra `_target_` key in `node` (nested mappings and lists included)."""
+    items = node.items() if isinstance(node, Mapping) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in items:
+        at = f"{where}[{key}]" if isinstance(key, int) else f"{where}.{key}"
+        if key == "_target_":
+            raise ConfigError(f"config key '{at}'={value!r}: vlx builds parts only from its registries (give "
+                              "'name: ENTRY'), never from a Hydra _target_; remove it", kind="hydra-target")
+        reject_targets(value, at)
 
 
 def check_arguments(factory: Callable[..., Any], args: Mapping[str, Any], where: str, label: str) -> None:
@@ -118,7 +133,7 @@ def check_arguments(factory: Callable[..., Any], args: Mapping[str, Any], where:
                 suggestion = f" Did you mean '{hint}'?" if hint else ""
                 raise ConfigError(
                     f"config key '{where}.{key}' is not an argument of {label}.{suggestion} "
-                    f"Accepted: {', '.join(accepted)}"
+                    f"Accepted: {', '.join(accepted)}", kind="unknown-argument",
                 )
     missing = [
         n

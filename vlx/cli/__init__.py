@@ -18,6 +18,7 @@ commands:
   eval   checkpoint=DIR [overrides] VLM: exact-match accuracy + blank-image control; VLA: closed-loop success
   info   recipe=NAME [overrides]   build the model on the meta device and print parameter counts
   data   shapes|assets|block-reach  generate the shapes dataset, the tiny assets or block-reach robot demos
+  data   check PATH [options]       list every problem of a LLaVA JSON or robomimic HDF5 file (docs/errors.md)
   serve  checkpoint=DIR [host=...]  serve a VLA's actions over HTTP (POST /act; docs/serving.md)
 
 recipes: {recipes}

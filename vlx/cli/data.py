@@ -1,6 +1,7 @@
-"""`vlx data shapes|assets|block-reach|block-reach-text`: the built-in synthetic dataset, the tiny local
-assets, scripted `block-reach` robot demonstrations written as one robomimic-layout HDF5 file, and
-captions/questions about the frames of those demonstrations (LLaVA JSON).
+"""`vlx data shapes|assets|block-reach|block-reach-text|check`: the built-in synthetic dataset, the tiny local
+assets, scripted `block-reach` robot demonstrations written as one robomimic-layout HDF5 file,
+captions/questions about the frames of those demonstrations (LLaVA JSON), and `check`, which lists every
+problem of a LLaVA JSON or robomimic HDF5 file (`vlx.cli.data_check`).
 
 Unset options default to what the tiny recipes train on (llava-tiny's `shapes`, openvla-tiny's `robot`);
 the recipe is composed only when a default is needed.
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from vlx.builder import to_plain
+from vlx.cli import data_check
 from vlx.config import compose, with_recipe
 
 
@@ -31,7 +33,7 @@ def fill_defaults(args: argparse.Namespace, recipe: str, key: str, names: dict[s
 
 
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="vlx data", description="Generate built-in datasets and assets.")
+    root = argparse.ArgumentParser(prog="vlx data", description="Generate built-in datasets and assets; check datasets.")
     sub = root.add_subparsers(dest="what", required=True)
     shapes = sub.add_parser("shapes", help="the synthetic shapes image-QA dataset (LLaVA JSON + PNGs)")
     shapes.add_argument("--out", help="output directory (default: llava-tiny's shapes.root)")
@@ -48,12 +50,15 @@ def parser() -> argparse.ArgumentParser:
     text = sub.add_parser("block-reach-text", help="captions + questions on the frames of block-reach demos (LLaVA JSON)")
     text.add_argument("--demos", help="the demo file (default: openvla-tiny's robot.path)")
     text.add_argument("--out", help="output directory (default: openvla-tiny's robot.scene)")
+    data_check.add_parser(sub)
     return root
 
 
 def main(argv: list[str]) -> None:
     args = parser().parse_args(argv)
-    if args.what == "shapes":
+    if args.what == "check":
+        data_check.run(args)
+    elif args.what == "shapes":
         from vlx.data.shapes import generate_shapes
 
         fill_defaults(args, "llava-tiny", "shapes", {"out": "root", "n_train": "n_train", "n_val": "n_val",

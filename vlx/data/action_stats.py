@@ -190,10 +190,12 @@ def select_stats(stats: Mapping[str, ActionStats], unnorm_key: str | None) -> Ac
         if len(known) == 1:
             return stats[known[0]]
         raise ConfigError(
-            f"the model was trained on {len(known)} datasets {known}; pass unnorm_key=... naming one of them"
+            f"the model was trained on {len(known)} datasets {known}; pass unnorm_key=... naming one of them",
+            kind="unnorm-key",
         )
     if unnorm_key not in stats:
         guess = closest(unnorm_key, known)
         hint = f"; did you mean {guess!r}?" if guess else ""
-        raise ConfigError(f"unnorm_key={unnorm_key!r} has no action statistics; known datasets: {known}{hint}")
+        raise ConfigError(f"unnorm_key={unnorm_key!r} has no action statistics; known datasets: {known}{hint}",
+                          kind="unnorm-key")
     return stats[unnorm_key]

@@ -4,7 +4,9 @@ The file is a JSON list of `{"id", "image"?, "conversations": [{"from": "human"|
 `image` is relative to `image_dir`, and samples without it are text-only. Everything that can be
 checked without decoding images is checked when the dataset is built — JSON syntax (file:line), keys,
 roles, missing image files, the `<image>` marker, all-masked labels, length — so a bad sample stops the
-run before training starts, with the file and sample id in the message. Images are decoded lazily.
+run before training starts, with the file and sample id in the message. Those checks live in
+`SampleTokeniser`, one record at a time, so `vlx data check` runs the same code and collects every
+problem instead of stopping at the first. Images are decoded lazily.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from vlx.errors import DataError
-from vlx.llm.prompts import IGNORE_INDEX, PromptFormat, Turn, expand_image_slot
+from vlx.llm.prompts import IGNORE_INDEX, IMAGE_MARKER, PromptFormat, Turn, expand_image_slot
 from vlx.registry import DATASETS
 from vlx.vision.transforms import ImageTransform
 
@@ -29,13 +31,15 @@ ROLES = {"human": "user", "gpt": "assistant"}
 def read_json_list(path: Path) -> list[dict[str, Any]]:
     """Parse a JSON list of objects; syntax errors name file:line:column."""
     if not path.is_file():
-        raise DataError(f"{path}: dataset file not found")
+        raise DataError(f"{path}: dataset file not found", kind="missing-file")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text at byte {exc.start}; expected a LLaVA JSON file", kind="json-syntax") from None
     except json.JSONDecodeError as exc:
-        raise DataError(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from exc
+        raise DataError(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}", kind="json-syntax") from exc
     if not isinstance(data, list):
-        raise DataError(f"{path}: expected a JSON list of samples, got {type(data).__name__}")
+        raise DataError(f"{path}: expected a JSON list of samples, got {type(data).__name__}", kind="bad-sample")
     return data
 
 
@@ -43,12 +47,14 @@ def parse_turns(sample: dict[str, Any], where: str) -> list[Turn]:
     """The sample's `conversations` as Turns, with its structure checked."""
     conversations = sample.get("conversations")
     if not isinstance(conversations, list) or not conversations:
-        raise DataError(f"{where}: 'conversations' must be a non-empty list of {{'from', 'value'}} objects")
+        raise DataError(f"{where}: 'conversations' must be a non-empty list of {{'from', 'value'}} objects",
+                        kind="bad-conversation")
     turns = []
     for index, message in enumerate(conversations):
         if not isinstance(message, dict) or message.get("from") not in ROLES or not isinstance(message.get("value"), str):
             raise DataError(
-                f"{where}: conversations[{index}] must be {{'from': 'human'|'gpt', 'value': str}}, got {message!r:.80}"
+                f"{where}: conversations[{index}] must be {{'from': 'human'|'gpt', 'value': str}}, got {message!r:.80}",
+                kind="bad-conversation",
             )
         turns.append(Turn(ROLES[message["from"]], message["value"]))  # type: ignore[arg-type]
     return turns
@@ -60,9 +66,9 @@ def load_image(path: Path, where: str) -> Image.Image:
         with Image.open(path) as image:
             return image.convert("RGB")
     except FileNotFoundError as exc:
-        raise DataError(f"{where}: image file {path} not found") from exc
+        raise DataError(f"{where}: image file {path} not found", kind="missing-image") from exc
     except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"{where}: image file {path} could not be decoded ({exc})") from exc
+        raise DataError(f"{where}: image file {path} could not be decoded ({exc})", kind="corrupt-image") from exc
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,52 @@ class TokenisedSample:
     input_ids: list[int]
     labels: list[int]
     image: Path | None
+
+
+@dataclass(frozen=True)
+class SampleTokeniser:
+    """Validates and tokenises one record of the file at `path`; every problem is a DataError naming the
+    file and the sample. The dataset raises the first one; `vlx data check` collects them all."""
+
+    path: Path
+    image_dir: Path
+    prompt_format: PromptFormat
+    tokenizer: Any
+    num_image_tokens: int
+    max_length: int
+
+    def __call__(self, index: int, record: Any) -> TokenisedSample:
+        if not isinstance(record, dict):
+            raise DataError(f"{self.path}: sample #{index} is not a JSON object", kind="bad-sample")
+        sample_id = str(record.get("id", f"#{index}"))
+        where = f"{self.path}: sample {sample_id}"
+        turns = parse_turns(record, where)
+        image = None
+        if record.get("image") is not None:
+            image = self.image_dir / str(record["image"])
+            if not image.is_file():
+                raise DataError(f"{where}: image file {image} not found (image_dir={self.image_dir})", kind="missing-image")
+        try:
+            encoded = self.prompt_format.encode(turns, self.tokenizer, has_image=image is not None, sample_id=sample_id)
+        except DataError as exc:  # "sample ID: ..." → "FILE: sample ID: ..."
+            raise DataError(f"{self.path}: {exc}", kind=exc.kind) from None
+        image_token_id = self.tokenizer.convert_tokens_to_ids(IMAGE_MARKER)
+        ids, labels = expand_image_slot(encoded.input_ids, encoded.labels, image_token_id, self.num_image_tokens)
+        if all(label == IGNORE_INDEX for label in labels):
+            raise DataError(f"{where}: every label is masked (no assistant answer would be trained)", kind="all-masked")
+        return TokenisedSample(sample_id, *self._truncated(ids, labels, image_token_id, where), image)
+
+    def _truncated(self, ids: list[int], labels: list[int], image_token_id: int, where: str) -> tuple[list[int], list[int]]:
+        """Cut to `max_length` when that keeps the whole image and some answer token; otherwise an error."""
+        if len(ids) <= self.max_length:
+            return ids, labels
+        kept = labels[: self.max_length]
+        if ids[self.max_length :].count(image_token_id) or all(label == IGNORE_INDEX for label in kept):
+            raise DataError(
+                f"{where}: {len(ids)} tokens exceed max_length={self.max_length}, and truncating would cut "
+                "the image or every answer; raise max_length or shorten the sample", kind="too-long",
+            )
+        return ids[: self.max_length], kept
 
 
 @DATASETS.register("llava-json")
@@ -92,44 +144,9 @@ class LlavaJsonDataset(Dataset):
     ) -> None:
         self.path, self.image_dir = Path(json_path).expanduser(), Path(image_dir).expanduser()
         self.transform = image_transform
-        image_token_id = tokenizer.convert_tokens_to_ids("<image>")
-        records = read_json_list(self.path)[:limit]
-        self.records = records
-        self.samples = [
-            self._tokenise(index, record, prompt_format, tokenizer, image_token_id, num_image_tokens, max_length)
-            for index, record in enumerate(records)
-        ]
-
-    def _tokenise(
-        self, index: int, record: Any, prompt_format: PromptFormat, tokenizer: Any,
-        image_token_id: int, num_image_tokens: int, max_length: int,
-    ) -> TokenisedSample:
-        if not isinstance(record, dict):
-            raise DataError(f"{self.path}: sample #{index} is not a JSON object")
-        sample_id = str(record.get("id", f"#{index}"))
-        where = f"{self.path}: sample {sample_id}"
-        turns = parse_turns(record, where)
-        image = None
-        if record.get("image") is not None:
-            image = self.image_dir / str(record["image"])
-            if not image.is_file():
-                raise DataError(f"{where}: image file {image} not found (image_dir={self.image_dir})")
-        try:
-            encoded = prompt_format.encode(turns, tokenizer, has_image=image is not None, sample_id=sample_id)
-        except DataError as exc:  # "sample ID: ..." → "FILE: sample ID: ..."
-            raise DataError(f"{self.path}: {exc}") from None
-        ids, labels = expand_image_slot(encoded.input_ids, encoded.labels, image_token_id, num_image_tokens)
-        if all(label == IGNORE_INDEX for label in labels):
-            raise DataError(f"{where}: every label is masked (no assistant answer would be trained)")
-        if len(ids) > max_length:
-            kept = labels[:max_length]
-            if ids[max_length:].count(image_token_id) or all(label == IGNORE_INDEX for label in kept):
-                raise DataError(
-                    f"{where}: {len(ids)} tokens exceed max_length={max_length}, and truncating would cut "
-                    "the image or every answer; raise max_length or shorten the sample"
-                )
-            ids, labels = ids[:max_length], kept
-        return TokenisedSample(sample_id, ids, labels, image)
+        tokenise = SampleTokeniser(self.path, self.image_dir, prompt_format, tokenizer, num_image_tokens, max_length)
+        self.records = read_json_list(self.path)[:limit]
+        self.samples = [tokenise(index, record) for index, record in enumerate(self.records)]
 
     def __len__(self) -> int:
         return len(self.samples)

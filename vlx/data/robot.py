@@ -84,13 +84,15 @@ class RobotDemonstrations(Dataset):
         for index, (source, file) in enumerate(zip(self.sources, self.files)):
             if file.action_dim != action_head.action_dim:
                 raise ConfigError(f"{file.path}: actions '{source.action_key}' have {file.action_dim} dimensions, but "
-                                  f"head.action_dim={action_head.action_dim} ({where}.datasets[{index}])")
+                                  f"head.action_dim={action_head.action_dim} ({where}.datasets[{index}])",
+                                  kind="head-action-dim")
             if training:
                 action_stats[source.key] = ActionStats.from_actions(
                     file.actions(), num_trajectories=file.num_demos, mask=source.normalize_mask, where=str(file.path))
             elif source.key not in action_stats:
                 raise ConfigError(f"{where}.datasets[{index}]: no action statistics for '{source.key}'; evaluation data "
-                                  f"uses the training statistics (known: {', '.join(sorted(action_stats)) or 'none'})")
+                                  f"uses the training statistics (known: {', '.join(sorted(action_stats)) or 'none'})",
+                                  kind="stats-key")
         self.stats = [action_stats[s.key] for s in self.sources]
         self.index = [(j, i) for j, file in enumerate(self.files) for i in range(len(file))]  # (source, sample)
         if limit is not None and limit < len(self.index):

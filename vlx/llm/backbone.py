@@ -17,7 +17,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from vlx.errors import ConfigError
-from vlx.hub import check_architecture, load_pretrained
+from vlx.hub import SAFE_LOADING, check_architecture, load_pretrained
 from vlx.llm.prompts import IMAGE_MARKER
 from vlx.registry import LLM_BACKBONES
 
@@ -62,7 +62,8 @@ class HFCausalLM(nn.Module):
         torch_dtype = getattr(torch, dtype)
         if load_weights and source is not None:
             self.model = load_pretrained(
-                lambda s: AutoModelForCausalLM.from_pretrained(s, dtype=torch_dtype, attn_implementation=attn_implementation),
+                lambda s: AutoModelForCausalLM.from_pretrained(
+                    s, dtype=torch_dtype, attn_implementation=attn_implementation, **SAFE_LOADING),
                 source, "llm.source", "language model",
             )
         else:
@@ -75,7 +76,8 @@ class HFCausalLM(nn.Module):
         self.pad_vocab_to_multiple_of = pad_vocab_to_multiple_of
         tokenizer_source = tokenizer or source
         if load_tokenizer and tokenizer_source is not None:
-            self.tokenizer = load_pretrained(AutoTokenizer.from_pretrained, tokenizer_source, "llm.tokenizer", "tokenizer")
+            self.tokenizer = load_pretrained(lambda s: AutoTokenizer.from_pretrained(s, trust_remote_code=False),
+                                             tokenizer_source, "llm.tokenizer", "tokenizer")
             self._add_special_tokens(pad_token)
         if config is not None and load_weights and source is not None:
             check_architecture(self.model.config, config, CHECKED_FIELDS, "llm.config")

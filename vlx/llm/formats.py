@@ -23,9 +23,10 @@ def check_alternating(turns: list[Turn]) -> None:
     for index, turn in enumerate(turns):
         expected = "user" if index % 2 == 0 else "assistant"
         if turn.role != expected:
-            raise DataError(f"turn {index} is from '{turn.role}'; expected '{expected}' (turns alternate, user first)")
+            raise DataError(f"turn {index} is from '{turn.role}'; expected '{expected}' (turns alternate, user first)",
+                            kind="turn-order")
     if not turns or turns[-1].role != "assistant":
-        raise DataError("the conversation has no assistant ('gpt') answer after its last user turn")
+        raise DataError("the conversation has no assistant ('gpt') answer after its last user turn", kind="no-answer")
 
 
 @PROMPT_FORMATS.register("plain")

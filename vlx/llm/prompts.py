@@ -64,7 +64,7 @@ class PromptFormat(ABC):
         try:
             segments = self.render(turns, tokenizer.eos_token)
         except DataError as exc:
-            raise DataError(f"sample {sample_id}: {exc}") from exc
+            raise DataError(f"sample {sample_id}: {exc}", kind=exc.kind) from exc
         if self.image_placement == "after-bos":
             segments = [Segment(s.text.replace(IMAGE_MARKER + "\n", "").replace(IMAGE_MARKER, ""), s.target) for s in segments]
         text = "".join(s.text for s in segments)
@@ -87,7 +87,7 @@ class PromptFormat(ABC):
         n_slots = ids.count(image_id)
         if n_slots != int(has_image):
             expected = f"one '{IMAGE_MARKER}' marker" if has_image else f"no '{IMAGE_MARKER}' marker (it has no image)"
-            raise DataError(f"sample {sample_id}: found {n_slots} image slots; expected {expected}")
+            raise DataError(f"sample {sample_id}: found {n_slots} image slots; expected {expected}", kind="image-marker")
         return EncodedPrompt(ids, labels)
 
     def generation_ids(self, turns: list[Turn], tokenizer: Any, has_image: bool) -> list[int]:

@@ -15,7 +15,7 @@ import torch
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
 from vlx.errors import ConfigError
-from vlx.hub import check_architecture, load_pretrained
+from vlx.hub import SAFE_LOADING, check_architecture, load_pretrained
 from vlx.registry import VISION_BACKBONES
 from vlx.vision.base import VisionBackbone
 from vlx.vision.transforms import ImageTransform, build_image_transform
@@ -43,7 +43,8 @@ class HFCLIPVision(VisionBackbone):
         if source is None and config is None:
             raise ConfigError("vision backbone 'hf-clip' needs 'vision.source' (dir or hub id) or 'vision.config'")
         if load_weights and source is not None:
-            self.model = load_pretrained(CLIPVisionModel.from_pretrained, source, "vision.source", "CLIP vision model")
+            self.model = load_pretrained(lambda s: CLIPVisionModel.from_pretrained(s, **SAFE_LOADING), source,
+                                         "vision.source", "CLIP vision model")
             check_architecture(self.model.config, config or {}, CHECKED_FIELDS, "vision.config")
         else:
             if config is None:
