@@ -65,22 +65,3 @@ def test_bad_dataset_stops_training_with_one_line_naming_file_and_sample(tmp_pat
     errors = [line for line in result.stderr.splitlines() if line.startswith("vlx train: error:")]
     assert errors == [f"vlx train: error: {bad}: sample cat-7: image file {tmp_path / 'missing.png'} not found "
                       f"(image_dir={tmp_path})"]
-
-
-def test_multirun_sweep_gives_each_job_its_own_checkpoints_and_one_wandb_group(tmp_path, vlx_home, tiny_cfg, shapes):
-    data = [f"stages.{stage}.data.train.json_path={path}" for stage, path in
-            (("align", shapes.captions("train")), ("finetune", shapes.questions("train")))]
-    result = run_vlx(
-        "train", "-m", "recipe=llava-tiny", "projector=linear,mlp", f"paths.home={vlx_home}", "logger=wandb",
-        f"shapes.root={shapes.root}", *data, "stages.finetune.data.val=null", "stages.align.max_steps=1",
-        "stages.finetune.max_steps=1", "run_name=sweep", cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    for job, projector in ((0, "linear"), (1, "mlp")):
-        checkpoint = tmp_path / "runs" / "multirun-sweep" / str(job) / "checkpoints" / "finetune"
-        assert f"checkpoint[finetune]={checkpoint}" in result.stdout
-        config = OmegaConf.load(checkpoint / "config.yaml")
-        assert config.projector.name == projector
-        assert config.logger.group == "multirun-sweep" and config.run_name == f"multirun-sweep-{job}"
-        assert f"projector={projector}" in config.logger.tags
-        assert len(list((checkpoint.parent.parent / "wandb").glob("offline-run-*"))) == 2  # align + finetune

@@ -18,7 +18,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from vlx.config import register_recipes
-from vlx.errors import VlxError
+from vlx.errors import ConfigError, VlxError
 from vlx.paths import conf_dir
 
 
@@ -72,13 +72,33 @@ def label_sweep_job(cfg: DictConfig, hydra_cfg: Any) -> None:
         cfg.logger.tags = [*cfg.logger.tags, *(o[:64] for o in hydra_cfg.overrides.task)]  # W&B: ≤ 64 chars
 
 
-def _train(cfg: DictConfig) -> None:
+def sweep_objective(checkpoint: Path, objective: str, sweeper_target: str) -> float | None:
+    """The metric `train.objective` of the last stage, returned to Hydra's sweeper.
+
+    Optuna needs a number from every job, so under the Optuna sweeper a metric the stage did not log is a
+    ConfigError naming the ones it did; other sweepers ignore the return value.
+    """
+    from vlx.checkpoint import read_metadata
+
+    metrics = read_metadata(checkpoint).get("metrics", {})
+    if objective in metrics:
+        return metrics[objective]
+    if "optuna" in sweeper_target.lower():
+        raise ConfigError(f"train.objective={objective!r} was not logged by the last stage ({checkpoint.name}); "
+                          f"it logged {', '.join(sorted(metrics)) or 'nothing'} (give the stage val data for val/...)")
+    return None
+
+
+def _train(cfg: DictConfig) -> float | None:
     from vlx.cli.report import print_training_outputs
     from vlx.training.run import run_training
 
-    label_sweep_job(cfg, HydraConfig.get())
+    hydra_cfg = HydraConfig.get()
+    label_sweep_job(cfg, hydra_cfg)
     checkpoints = run_training(cfg)
     print_training_outputs(checkpoints, cfg.output_dir)
+    last = list(checkpoints.values())[-1]
+    return sweep_objective(last, cfg.train.objective, str(hydra_cfg.sweeper.get("_target_", "")))
 
 
 def _evaluate(cfg: DictConfig) -> None:

@@ -116,7 +116,9 @@ def train_stage(cfg: dict[str, Any], name: str, model: VisionLanguageModel, outp
         logger.log_hyperparams({**cfg, "stage_name": name, "parameters": model.parameter_counts()})
     trainer.fit(VlxModule(model, stage), datamodule=datamodule)
     merge_lora(model)  # checkpoints hold plain weights
-    checkpoint = save_checkpoint(model, output_dir / "checkpoints" / name, {"stage": name, "run_name": cfg["run_name"]})
+    metrics = {key: float(value) for key, value in trainer.callback_metrics.items() if value.numel() == 1}
+    checkpoint = save_checkpoint(model, output_dir / "checkpoints" / name,
+                                 {"stage": name, "run_name": cfg["run_name"], "metrics": metrics})
     if isinstance(logger, WandbLogger):
         logger.experiment.summary["checkpoint"] = str(checkpoint)
         logger.experiment.finish()
