@@ -219,3 +219,41 @@ def test_inconsistent_config_is_refused(openvla_dir, tmp_path: Path) -> None:
         (bad / "config.json").write_text(json.dumps({**openvla_config(vla), **change}))
         with pytest.raises(CheckpointError, match=pattern):
             import_openvla(bad, tmp_path / "ckpt")
+
+
+def test_imported_openvla_fine_tunes_with_lora_on_robot_demos(openvla_dir, llava_tokenizer, tmp_path: Path) -> None:
+    """The import is a vlx VLA: robomimic samples end their prompt with the `▁` token, LoRA trains only the
+    adapters and projector, and the loss falls."""
+    import vlx
+    from vlx.data.collate import Collator
+    from vlx.envs import record_demos
+    from vlx.interop.openvla import import_openvla
+    from vlx.training.datamodule import build_dataset
+    from vlx.training.lora import add_lora
+    from vlx.training.stages import apply_stage
+
+    directory, _ = openvla_dir
+    model = vlx.load(import_openvla(directory, tmp_path / "ckpt"))
+    demos = record_demos(tmp_path / "demos.hdf5", num_demos=4, seed=0).path
+    data = build_dataset({"name": "robomimic-hdf5", "datasets": [{"key": "reach", "path": str(demos), "filter_key": "train"}]},
+                         "data.train", model, training=True)
+    item = data[0]
+    assert item["input_ids"][-5] == llava_tokenizer.convert_tokens_to_ids("▁")  # prompt … Out: ▁ | 3 actions | EOS
+    assert sorted(model.action_stats) == ["reach", "toy"]
+    frozen = {name: p.detach().clone() for name, p in model.llm.model.named_parameters()}
+    apply_stage(model, ["projector"], allow_none=True)
+    add_lora(model, {"r": 4, "alpha": 8}, "stages.vla.lora")
+    batch = Collator(model.tokenizer.pad_token_id)([data[i] for i in range(8)])
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-3)
+    model.train()
+    losses = []
+    for _ in range(6):
+        loss = model(batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0]
+    for name, p in model.llm.model.named_parameters():
+        if "lora_" not in name:
+            assert torch.equal(p, frozen[name.removeprefix("base_model.model.").replace(".base_layer", "")]), name
