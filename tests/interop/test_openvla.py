@@ -28,18 +28,26 @@ STATS = {"toy": {"action": {"mean": [0.1, 0.0, 0.5], "std": [1.0, 2.0, 0.5], "mi
 
 
 class TinyOpenVLA(nn.Module):
-    """OpenVLA's module tree (vision_backbone.featurizer/fused_featurizer, projector.fc1..3, language_model)."""
+    """OpenVLA's module tree: vision_backbone.featurizer (+ fused_featurizer), projector.fc1..fc3 (fused) or
+    fc1, fc2 (single backbone), language_model."""
 
-    def __init__(self, tokenizer) -> None:
+    def __init__(self, tokenizer, fused: bool = True) -> None:
         super().__init__()
         torch.manual_seed(0)
+        self.fused = fused
         self.vision_backbone = nn.Module()
-        self.vision_backbone.featurizer, self.vision_backbone.fused_featurizer = (
+        self.featurizers = [  # a plain list: the modules are registered under vision_backbone only
             timm.create_model(model_id, pretrained=False, num_classes=0, img_size=IMAGE, **kwargs)
-            for model_id, kwargs in zip(TIMM_IDS, TIMM_KWARGS))
-        width = 48 + 64
+            for model_id, kwargs in list(zip(TIMM_IDS, TIMM_KWARGS))[: 2 if fused else 1]]
+        self.vision_backbone.featurizer = self.featurizers[0]
+        if fused:
+            self.vision_backbone.fused_featurizer = self.featurizers[1]
+        width = sum(m.embed_dim for m in self.featurizers)
         self.projector = nn.Module()
-        self.projector.fc1, self.projector.fc2, self.projector.fc3 = nn.Linear(width, 4 * width), nn.Linear(4 * width, 48), nn.Linear(48, 48)
+        if fused:
+            self.projector.fc1, self.projector.fc2, self.projector.fc3 = nn.Linear(width, 4 * width), nn.Linear(4 * width, 48), nn.Linear(48, 48)
+        else:
+            self.projector.fc1, self.projector.fc2 = nn.Linear(width, 48), nn.Linear(48, 48)
         self.language_model = LlamaForCausalLM(LlamaConfig(
             hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
             vocab_size=VOCAB_ROWS, max_position_embeddings=256, bos_token_id=tokenizer.bos_token_id,
@@ -59,22 +67,23 @@ class TinyOpenVLA(nn.Module):
     def features(self, pixels: torch.Tensor) -> torch.Tensor:
         """OpenVLA: each featurizer's second-to-last block, prefix tokens dropped, channel-stacked."""
         outs = [m.get_intermediate_layers(p, n={len(m.blocks) - 2})[0]
-                for m, p in zip((self.vision_backbone.featurizer, self.vision_backbone.fused_featurizer),
-                                torch.split(pixels, [3, 3], dim=1))]
-        return torch.cat(outs, dim=2)  # (B, N, 112)
+                for m, p in zip(self.featurizers, torch.split(pixels, 3, dim=1), strict=True)]
+        return torch.cat(outs, dim=2)  # (B, N, 112) fused, (B, N, 48) single
 
     def embeds(self, input_ids: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
-        gelu = nn.functional.gelu
-        patches = self.projector.fc3(gelu(self.projector.fc2(gelu(self.projector.fc1(self.features(pixels))))))
+        gelu, fc = nn.functional.gelu, self.projector
+        hidden = fc.fc2(gelu(fc.fc1(self.features(pixels))))
+        patches = fc.fc3(gelu(hidden)) if self.fused else hidden  # (B, N, 48)
         tokens = self.language_model.get_input_embeddings()(input_ids)  # (1, L, D)
         return torch.cat([tokens[:, :1], patches, tokens[:, 1:]], dim=1)  # patches right after BOS
 
     def hf_state_dict(self) -> dict[str, torch.Tensor]:
         """The state dict under OpenVLA's HF names: LayerScale `gamma` → `scale_factor` (ls_apply_patch)."""
         layer_scales = {name for name, module in self.named_modules() if isinstance(module, LayerScale)}
+        state = self.state_dict()
         assert layer_scales  # the DINOv2 member has LayerScale, as the real one
         return {(name[: -len("gamma")] + "scale_factor" if name.rsplit(".", 1)[0] in layer_scales else name): t.contiguous()
-                for name, t in self.state_dict().items()}
+                for name, t in state.items()}
 
 
 def pixels_of(image: np.ndarray, model: nn.Module) -> torch.Tensor:
@@ -90,7 +99,7 @@ def reference_predict_action(vla: TinyOpenVLA, tokenizer, image: np.ndarray, spa
     ids = tokenizer(prompt)["input_ids"]
     if ids[-1] != space_id:
         ids = [*ids, space_id]
-    pixels = torch.cat([pixels_of(image, m) for m in (vla.vision_backbone.featurizer, vla.vision_backbone.fused_featurizer)])
+    pixels = torch.cat([pixels_of(image, m) for m in vla.featurizers])
     action = STATS["toy"]["action"]
     with torch.no_grad():
         embeds = vla.embeds(torch.tensor([ids]), pixels[None])
@@ -108,33 +117,44 @@ def reference_predict_action(vla: TinyOpenVLA, tokenizer, image: np.ndarray, spa
 
 
 def openvla_config(vla: TinyOpenVLA) -> dict:
+    count = len(vla.featurizers)
     return {
         "model_type": "openvla", "architectures": ["OpenVLAForActionPrediction"],
-        "vision_backbone_id": "dinosiglip-vit-so-224px", "llm_backbone_id": "llama2-7b-pure",
-        "arch_specifier": "no-align+fused-gelu-mlp", "use_fused_vision_backbone": True,
+        "vision_backbone_id": "dinosiglip-vit-so-224px" if vla.fused else "dinov2-vit-l", "llm_backbone_id": "llama2-7b-pure",
+        "arch_specifier": "no-align+fused-gelu-mlp" if vla.fused else "no-align+gelu-mlp", "use_fused_vision_backbone": vla.fused,
         "image_resize_strategy": "resize-naive", "text_config": vla.language_model.config.to_dict(),
         "llm_max_length": 2048, "pad_token_id": vla.language_model.config.pad_token_id, "pad_to_multiple_of": PAD_MULTIPLE,
-        "timm_model_ids": TIMM_IDS, "timm_override_act_layers": [None, None], "image_sizes": [IMAGE, IMAGE],
-        "timm_model_kwargs": TIMM_KWARGS, "norm_stats": STATS, "n_action_bins": 256, "output_projector_states": False,
+        "timm_model_ids": TIMM_IDS[:count], "timm_override_act_layers": [None] * count, "image_sizes": [IMAGE] * count,
+        "timm_model_kwargs": TIMM_KWARGS[:count], "norm_stats": STATS, "n_action_bins": 256, "output_projector_states": False,
     }
+
+
+def write_openvla(vla: TinyOpenVLA, tokenizer, directory: Path) -> Path:
+    """Save `vla` as OpenVLA's HF export does: safetensors under its module names, config.json, tokenizer."""
+    save_file(vla.hf_state_dict(), str(directory / "model.safetensors"), metadata={"format": "pt"})
+    (directory / "config.json").write_text(json.dumps(openvla_config(vla)))
+    tokenizer.save_pretrained(directory)
+    return directory
 
 
 @pytest.fixture(scope="module")
 def openvla_dir(llava_tokenizer, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, TinyOpenVLA]:
     directory = tmp_path_factory.mktemp("openvla")
     vla = TinyOpenVLA(llava_tokenizer)
-    save_file(vla.hf_state_dict(), str(directory / "model.safetensors"), metadata={"format": "pt"})
-    (directory / "config.json").write_text(json.dumps(openvla_config(vla)))
-    llava_tokenizer.save_pretrained(directory)
-    return directory, vla
+    return write_openvla(vla, llava_tokenizer, directory), vla
 
 
-def test_predict_action_equals_openvla_reference(openvla_dir, llava_tokenizer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "single"])
+def test_predict_action_equals_openvla_reference(fused: bool, openvla_dir, llava_tokenizer, tmp_path: Path) -> None:
     import vlx
     from vlx.heads.action import vla_question
     from vlx.interop.openvla import import_openvla
 
     directory, vla = openvla_dir
+    if not fused:
+        vla = TinyOpenVLA(llava_tokenizer, fused=False)
+        (tmp_path / "single").mkdir()
+        directory = write_openvla(vla, llava_tokenizer, tmp_path / "single")
     import_openvla(directory, tmp_path / "ckpt")
     model = vlx.load(tmp_path / "ckpt")
     space_id = llava_tokenizer.convert_tokens_to_ids("▁")
@@ -149,7 +169,7 @@ def test_predict_action_equals_openvla_reference(openvla_dir, llava_tokenizer, t
     assert ids[:1] + ids[1 + patches:] == reference_ids and ids[-1] == space_id
     # same logits over the whole sequence
     pixels = model.vision.image_transform(Image.fromarray(image))
-    reference_pixels = torch.cat([pixels_of(image, m) for m in (vla.vision_backbone.featurizer, vla.vision_backbone.fused_featurizer)])
+    reference_pixels = torch.cat([pixels_of(image, m) for m in vla.featurizers])
     assert torch.allclose(pixels, reference_pixels, atol=1e-6)
     with torch.no_grad():
         ours = model.llm(model.embed(torch.tensor([ids]), pixels[None]), torch.ones(1, len(ids), dtype=torch.long))
@@ -257,3 +277,28 @@ def test_imported_openvla_fine_tunes_with_lora_on_robot_demos(openvla_dir, llava
     for name, p in model.llm.model.named_parameters():
         if "lora_" not in name:
             assert torch.equal(p, frozen[name.removeprefix("base_model.model.").replace(".base_layer", "")]), name
+
+
+def test_prismatic_checkpoint_imports_as_a_text_model(openvla_dir, llava_tokenizer, tmp_path: Path) -> None:
+    import vlx
+    from vlx.interop.openvla import import_openvla
+
+    directory, vla = openvla_dir
+    source = tmp_path / "prismatic"
+    source.mkdir()
+    for name in ("model.safetensors", "tokenizer.json", "tokenizer_config.json"):
+        (source / name).symlink_to(directory / name)
+    config = {k: v for k, v in openvla_config(vla).items() if k not in ("norm_stats", "n_action_bins")}
+    (source / "config.json").write_text(json.dumps({**config, "model_type": "prismatic"}))
+    model = vlx.load(import_openvla(source, tmp_path / "ckpt"))
+    assert model.config["head"] == {"name": "text"} and model.action_stats == {}
+    assert model.config["prompt"] == {"name": "pure", "image_placement": "after-bos"}  # no 29871: only OpenVLA appends it
+    image = Image.fromarray(np.zeros((IMAGE, IMAGE, 3), dtype=np.uint8))
+    ids = model.prompt_ids("What is here?", has_image=True)
+    pixels = model.vision.image_transform(image)
+    reference_ids = llava_tokenizer("In: What is here?\nOut:")["input_ids"]
+    assert ids[:1].tolist() + ids[1 + model.vision.num_patches:].tolist() == reference_ids
+    with torch.no_grad():
+        ours = model.llm(model.embed(ids[None], pixels[None]), torch.ones(1, len(ids), dtype=torch.long))
+        theirs = vla.language_model(inputs_embeds=vla.embeds(torch.tensor([reference_ids]), pixels[None])).logits
+    assert (ours - theirs).abs().max().item() <= 1e-5
