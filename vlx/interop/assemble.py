@@ -18,7 +18,14 @@ from vlx.builder import build_model
 from vlx.checkpoint import save_checkpoint
 from vlx.data.action_stats import ActionStats
 from vlx.interop.tensors import check_tensors, expected_shapes
+from vlx.llm.backbone import DTYPES
 from vlx.model import VisionLanguageModel
+
+
+def dtype_name(tensor: torch.Tensor | None) -> str:
+    """`llm.dtype` for weights stored as `tensor` (e.g. the embedding): its dtype if vlx has it, else float32."""
+    name = str(tensor.dtype).removeprefix("torch.") if tensor is not None else "float32"
+    return name if name in DTYPES else "float32"
 
 
 def build_empty(config: Mapping[str, Any]) -> VisionLanguageModel:

@@ -21,12 +21,14 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 from transformers import (
-    AutoImageProcessor, AutoTokenizer, CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaImageProcessor, LlavaProcessor,
+    AutoImageProcessor, AutoTokenizer, CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration,
+    LlavaImageProcessor, LlavaProcessor,
 )
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
 from vlx.checkpoint import load
 from vlx.errors import CheckpointError
-from vlx.interop.assemble import write_checkpoint
+from vlx.interop.assemble import dtype_name, write_checkpoint
 from vlx.interop.tensors import check_tensors, expected_shapes, read_safetensors_dir, rename_prefixes
 from vlx.llm.prompts import IMAGE_MARKER
 from vlx.model import VisionLanguageModel
@@ -91,7 +93,7 @@ def image_settings(root: Path) -> dict[str, Any]:
     return settings
 
 
-def vision_node(config: LlavaConfig, processor: dict[str, Any], where: Path) -> dict[str, Any]:
+def vision_node(config: LlavaConfig, images: dict[str, Any], where: Path) -> dict[str, Any]:
     """The vlx `hf-clip` node of a LLaVA config and its image processor settings."""
     if config.vision_config.model_type not in ("clip_vision_model", "clip"):
         raise CheckpointError(f"{where}: vision_config.model_type={config.vision_config.model_type!r}; vlx imports "
@@ -103,25 +105,27 @@ def vision_node(config: LlavaConfig, processor: dict[str, Any], where: Path) -> 
         raise CheckpointError(f"{where}: vision_feature_select_strategy={config.vision_feature_select_strategy!r}; "
                               "vlx drops the CLS token, which is the 'default' strategy")
     size = config.vision_config.image_size
-    crop = processor.get("crop_size") or {}
-    if processor.get("do_pad"):
+    crop = images.get("crop_size") or {}
+    if images.get("do_pad"):
         resize = "letterbox"
-    elif processor.get("do_center_crop", True):
+    elif images.get("do_center_crop", True):
         resize = "resize-crop"
     else:
         resize = "resize-naive"
-    crop_size = crop.get("height", size) if resize != "resize-naive" else processor.get("size", {}).get("height", size)
+    crop_size = crop.get("height", size) if resize != "resize-naive" else images.get("size", {}).get("height", size)
     if crop_size != size:
         raise CheckpointError(f"{where}: the image processor makes {crop_size} px images but the vision tower "
                               f"expects {size} px (vision_config.image_size)")
     return {
         "name": "hf-clip", "source": None, "config": config.vision_config.to_dict(),
         "feature_layer": int(config.vision_feature_layer), "image_resize": resize,
-        "image_mean": list(processor["image_mean"]), "image_std": list(processor["image_std"]),
+        "image_mean": list(images["image_mean"]), "image_std": list(images["image_std"]),
     }
 
 
-def projector_tensors(config: LlavaConfig, tensors: dict[str, torch.Tensor], where: Path) -> tuple[dict[str, Any], dict]:
+def projector_tensors(
+    config: LlavaConfig, tensors: dict[str, torch.Tensor], where: Path
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """The vlx projector node and its tensors (vlx names), taken out of the LLaVA tensors."""
     act, bias = config.projector_hidden_act, config.multimodal_projector_bias
     vision_width, width = config.vision_config.hidden_size, config.text_config.hidden_size
@@ -150,25 +154,28 @@ def import_hf_llava(src: str | Path, out: str | Path, prompt: dict[str, Any] | N
     if raw.get("model_type") != "llava":
         raise CheckpointError(f"{root}/config.json: model_type={raw.get('model_type')!r}; expected 'llava'")
     config = LlavaConfig.from_dict(raw)
-    processor = image_settings(root)
+    images = image_settings(root)
+    check_image_token(root, config)
     text = config.text_config.to_dict()
-    lm_prefix = "model"  # Llama-style causal LMs keep the decoder under `.model`
+    try:  # where the causal LM keeps its decoder (`model` for Llama-style LMs)
+        lm_prefix = MODEL_FOR_CAUSAL_LM_MAPPING[type(config.text_config)].base_model_prefix
+    except KeyError:
+        raise CheckpointError(f"{root}/config.json: text_config.model_type={text.get('model_type')!r} has no "
+                              "transformers causal-LM class") from None
     tensors = modern_names(read_safetensors_dir(root))
     projector, projector_weights = projector_tensors(config, tensors, root)
-    if "lm_head.weight" not in tensors and text.get("tie_word_embeddings") and "model.language_model.embed_tokens.weight" in tensors:
-        tensors["lm_head.weight"] = tensors["model.language_model.embed_tokens.weight"]
+    embed = tensors.get("model.language_model.embed_tokens.weight")
+    if "lm_head.weight" not in tensors and text.get("tie_word_embeddings") and embed is not None:
+        tensors["lm_head.weight"] = embed
     renamed = {**rename_prefixes(tensors, llava_to_vlx_names(lm_prefix)), **projector_weights}
-    embed = renamed.get(f"llm.model.{lm_prefix}.embed_tokens.weight")
-    dtype = str(embed.dtype).removeprefix("torch.") if embed is not None else "float32"
     vlx_config = {
-        "vision": vision_node(config, processor, root),
+        "vision": vision_node(config, images, root),
         "projector": projector,
         "llm": {"name": "hf-causal-lm", "source": None, "config": text, "tokenizer": str(root),
-                "dtype": dtype if dtype in ("float32", "bfloat16", "float16") else "float32"},
+                "dtype": dtype_name(embed)},
         "head": {"name": "text"},
         "prompt": prompt or {"name": "vicuna"},
     }
-    check_image_token(root, config)
     return write_checkpoint(vlx_config, renamed, out, str(root), LAYOUT)
 
 
@@ -209,7 +216,8 @@ def export_hf_llava(checkpoint: str | Path, out: str | Path) -> Path:
     target = Path(out).expanduser()
     target.mkdir(parents=True, exist_ok=True)
     config.save_pretrained(target)
-    save_file({n: t.contiguous() for n, t in tensors.items()}, str(target / "model.safetensors"), metadata={"format": "pt"})
+    weights = {name: tensor.contiguous() for name, tensor in tensors.items()}
+    save_file(weights, str(target / "model.safetensors"), metadata={"format": "pt"})
     processor_for(model).save_pretrained(target)
     return target
 
@@ -227,8 +235,9 @@ def check_exportable(model: VisionLanguageModel, where: str) -> str:
     projector = model.projector
     if isinstance(projector, MLPProjector):
         if projector.linear_1.out_features != projector.linear_2.out_features:
-            raise CheckpointError(f"{where}: the mlp projector's hidden width {projector.linear_1.out_features} differs "
-                                  f"from the LLM width {projector.linear_2.out_features}; LLaVA's projector needs them equal")
+            hidden, width = projector.linear_1.out_features, projector.linear_2.out_features
+            raise CheckpointError(f"{where}: the mlp projector's hidden width {hidden} differs from the LLM width "
+                                  f"{width}; LLaVA's projector needs them equal")
         return "gelu"
     if isinstance(projector, LinearProjector):
         return "linear"

@@ -23,7 +23,7 @@ import torch
 
 from vlx.data.action_stats import ActionStats
 from vlx.errors import CheckpointError, DataError
-from vlx.interop.assemble import write_checkpoint
+from vlx.interop.assemble import dtype_name, write_checkpoint
 from vlx.interop.tensors import read_safetensors_dir, rename_prefixes
 
 LAYOUT = "OpenVLA/Prismatic Hugging Face checkpoint"
@@ -71,7 +71,8 @@ def vision_node(config: dict[str, Any], where: Path) -> dict[str, Any]:
                               f"({'fused' if count == 2 else 'single'} backbone {config['vision_backbone_id']!r})")
     members = [
         {"name": "timm-vit", "model_id": model_id, "image_size": int(size), "pretrained": False, "feature_layer": -2,
-         "image_resize": config["image_resize_strategy"], "model_kwargs": {**({"act_layer": act} if act else {}), **kwargs}}
+         "image_resize": config["image_resize_strategy"],
+         "model_kwargs": {**({"act_layer": act} if act else {}), **kwargs}}
         for model_id, size, act, kwargs in zip(ids, sizes, acts, extra, strict=True)
     ]
     return {"name": "fused", "members": members} if count == 2 else members[0]
@@ -152,10 +153,12 @@ def vlx_names(config: dict[str, Any]) -> tuple[tuple[str, str], ...]:
 def convert_tensors(config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """OpenVLA tensor names → vlx names; LayerScale `scale_factor` back to timm's `gamma`."""
     renamed = rename_prefixes(tensors, vlx_names(config))
-    return {
-        (name[: -len("scale_factor")] + "gamma" if name.startswith("vision.") and name.endswith(".scale_factor") else name): t
-        for name, t in renamed.items()
-    }
+    return {(layer_scale_name(name) if name.startswith("vision.") else name): t for name, t in renamed.items()}
+
+
+def layer_scale_name(name: str) -> str:
+    """timm's LayerScale parameter name (`gamma`) for OpenVLA's `scale_factor` (ls_apply_patch)."""
+    return name.removesuffix("scale_factor") + "gamma" if name.endswith(".scale_factor") else name
 
 
 def import_openvla(src: str | Path, out: str | Path) -> Path:
@@ -163,9 +166,7 @@ def import_openvla(src: str | Path, out: str | Path) -> Path:
     root = Path(src).expanduser()
     config = read_config(root)
     tensors = convert_tensors(config, read_safetensors_dir(root))
-    embed = tensors.get("llm.model.model.embed_tokens.weight")
-    dtype = str(embed.dtype).removeprefix("torch.") if embed is not None else "float32"
-    llm = llm_node(config, root, dtype if dtype in ("float32", "bfloat16", "float16") else "float32")
+    llm = llm_node(config, root, dtype_name(tensors.get("llm.model.model.embed_tokens.weight")))
     stats: dict[str, ActionStats] = {}
     if config["model_type"] == "openvla":
         stats = action_stats(config, root)

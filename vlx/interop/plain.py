@@ -52,7 +52,8 @@ def import_plain(src: str | Path, out: str | Path) -> Path:
         raise CheckpointError(f"{path}: 'format' is {config.get('format') if isinstance(config, dict) else None!r}; "
                               f"expected {FORMAT!r} (written by `vlx export plain`)")
     if config.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: format_version {config.get('format_version')!r}; this vlx reads {FORMAT_VERSION}")
+        raise CheckpointError(f"{path}: format_version {config.get('format_version')!r}; "
+                              f"this vlx reads version {FORMAT_VERSION}")
     vlx_config = dict(config["vlx_config"])
     vlx_config["llm"] = {**vlx_config["llm"], "tokenizer": str(root / "tokenizer")}
     try:

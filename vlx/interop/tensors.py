@@ -89,10 +89,11 @@ def check_tensors(
     if missing:
         problems.append(f"{len(missing)} missing: " + _listed([f"{n} (expected {tuple(expected[n])})" for n in missing]))
     if wrong:
-        problems.append(f"{len(wrong)} with the wrong shape: " + _listed(
-            [f"{n} is {tuple(found[n].shape)}, expected {tuple(expected[n])}" for n in wrong]))
+        described = [f"{n} is {tuple(found[n].shape)}, expected {tuple(expected[n])}" for n in wrong]
+        problems.append(f"{len(wrong)} with the wrong shape: " + _listed(described))
     if unexpected:
-        problems.append(f"{len(unexpected)} unexpected: " + _listed([f"{n} {tuple(found[n].shape)}" for n in unexpected]))
+        described = [f"{n} {tuple(found[n].shape)}" for n in unexpected]
+        problems.append(f"{len(unexpected)} unexpected: " + _listed(described))
     raise CheckpointError(f"{where} does not match the {layout} its config describes: " + "; ".join(problems))
 
 
