@@ -28,6 +28,7 @@ from vlx.training.datamodule import VlxDataModule
 from vlx.training.lora import add_lora, merge_lora
 from vlx.training.module import VlxModule
 from vlx.training.stages import apply_stage, reinitialise
+from vlx.training.throughput import throughput_monitor
 from vlx.training.strategies import build_strategy, full_parameters, is_sharded
 
 
@@ -123,7 +124,7 @@ def train_stage(cfg: dict[str, Any], name: str, model: VisionLanguageModel, outp
     stage = {**cfg["stages"][name], "batch_size": batch}
     datamodule = VlxDataModule(model, stage, where)
     logger = build_logger(cfg, name, output_dir)
-    callbacks: list[L.Callback] = [RichProgressBar(leave=True)]
+    callbacks: list[L.Callback] = [RichProgressBar(leave=True), throughput_monitor()]
     val = stage["data"].get("val")
     if val and stage.get("sample_table", 0):
         callbacks.append(SampleTable(load_questions(val["json_path"], val["image_dir"], limit=stage["sample_table"])))
