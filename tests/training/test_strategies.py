@@ -84,3 +84,33 @@ def test_trainer_configs_compose(trainer):
     cfg = to_plain(compose(["recipe=openvla-7b", f"trainer={trainer}", "logger=none", "robot_data=/data/x.hdf5"]))
     assert cfg["trainer"]["strategy"]["name"] == trainer and cfg["trainer"]["devices"] == -1
     assert cfg["trainer"]["precision"] == "bf16-mixed"
+
+
+def test_several_processes_must_be_given_the_run_name():
+    from vlx.cli.hydra_apps import check_run_name_agreed, relaunch_argv
+
+    check_run_name_agreed(["recipe=llava-tiny"], {})  # one process: the timestamp default is fine
+    check_run_name_agreed(["run_name=x"], {"WORLD_SIZE": "8"})
+    with pytest.raises(ConfigError, match=r"8 processes train this run .*give run_name=NAME"):
+        check_run_name_agreed(["recipe=llava-tiny"], {"WORLD_SIZE": "8"})
+    with pytest.raises(ConfigError, match=r"2 processes"):
+        check_run_name_agreed([], {"SLURM_NTASKS": "2"})
+    argv = relaunch_argv(["recipe=llava-tiny", "run_name=old", "projector=mlp"], "multirun-x-1")
+    assert argv[0].endswith("vlx/__main__.py") and argv[1:] == ["train", "recipe=llava-tiny", "projector=mlp",
+                                                                "run_name=multirun-x-1"]
+
+
+def test_slurm_launcher_example_composes(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="the vlx[slurm] extra (in vlx[dev])")
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "vlx", "train", "--cfg", "hydra", "recipe=llava-tiny", "trainer=ddp",
+         "trainer.num_nodes=2", "hydra/launcher=slurm-8gpu", "hydra.launcher.nodes=2"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    launcher = result.stdout.split("\n  launcher:\n", 1)[1]
+    for line in ("nodes: 2", "tasks_per_node: 8", "gpus_per_node: 8", "signal_delay_s: 120",
+                 "_target_: hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"):
+        assert f"    {line}\n" in launcher

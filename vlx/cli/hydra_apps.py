@@ -7,6 +7,7 @@ raised inside are re-raised past Hydra's own error reporting so the CLI prints t
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -102,6 +103,14 @@ def relaunch_argv(overrides: list[str], run_name: str) -> list[str]:
     return [str(main), "train", *kept, f"run_name={run_name}"]
 
 
+def check_run_name_agreed(overrides: list[str], environ: dict[str, str], where: str = "run_name") -> None:
+    """Several processes started by torchrun or srun must be told the run name: the default is a timestamp."""
+    processes = int(environ.get("WORLD_SIZE") or environ.get("SLURM_NTASKS") or 1)
+    if processes > 1 and not any(o.split("=", 1)[0].lstrip("+~") == "run_name" for o in overrides):
+        raise ConfigError(f"{processes} processes train this run (WORLD_SIZE/SLURM_NTASKS): give {where}=NAME on the "
+                          "command line, since the default is a timestamp each process would take at another moment")
+
+
 def _train(cfg: DictConfig) -> float | None:
     from lightning.pytorch.utilities import rank_zero_only
 
@@ -109,6 +118,8 @@ def _train(cfg: DictConfig) -> float | None:
     from vlx.training.run import run_training
 
     hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:  # multirun jobs are named after the sweep, the same in every process
+        check_run_name_agreed(list(hydra_cfg.overrides.task), dict(os.environ))
     label_sweep_job(cfg, hydra_cfg)
     saved, sys.argv = sys.argv, relaunch_argv(list(hydra_cfg.overrides.task), str(cfg.run_name))
     try:
