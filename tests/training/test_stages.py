@@ -9,7 +9,7 @@ import torch
 
 from vlx.checkpoint import load
 from vlx.errors import ConfigError
-from vlx.training.run import accumulation, prepare_model, train_stage
+from vlx.training.run import batch_plan, prepare_model, train_stage
 from vlx.training.stages import apply_stage
 
 
@@ -74,9 +74,19 @@ def test_stage_errors_name_the_config_key(tiny_model):
         apply_stage(tiny_model, ["visoin"], "stages.x.trainable")
     with pytest.raises(ConfigError, match="leaves no trainable parameter"):
         apply_stage(tiny_model, [], "stages.x.trainable")
-    with pytest.raises(ConfigError, match=r"stages.x.global_batch_size=30 is not a multiple .* = 8"):
-        accumulation({"devices": 1}, {"batch_size": 8, "global_batch_size": 30}, "stages.x")
-    assert accumulation({"devices": 2, "num_nodes": 2}, {"batch_size": 4, "global_batch_size": 64}, "s") == 4
+    with pytest.raises(ConfigError, match=r"stages.x.global_batch_size=30 is not a multiple .* = 8 × 1 × 1"):
+        batch_plan({"devices": 1}, {"batch_size": 8, "global_batch_size": 30}, "stages.x")
+    with pytest.raises(ConfigError, match=r"global_batch_size=6 is not a multiple .* = 8 × 4 × 1"):
+        batch_plan({"devices": 4}, {"batch_size": 8, "global_batch_size": 6}, "stages.x")
+    with pytest.raises(ConfigError, match=r"trainer.devices='auto': give a number"):
+        batch_plan({"devices": "auto"}, {"batch_size": 8, "global_batch_size": 8}, "stages.x")
+
+
+def test_batch_plan_keeps_the_global_batch_on_any_number_of_devices():
+    assert batch_plan({"devices": 2, "num_nodes": 2}, {"batch_size": 4, "global_batch_size": 64}, "s") == (4, 4)
+    assert batch_plan({"devices": 2}, {"batch_size": 32, "global_batch_size": 32}, "s") == (16, 1)  # llava-tiny
+    assert batch_plan({"devices": [0, 1, 2]}, {"batch_size": 16, "global_batch_size": 96}, "s") == (16, 2)
+    assert batch_plan({"devices": 1}, {"batch_size": 8, "global_batch_size": 32}, "s") == (8, 4)
 
 
 def test_bf16_mixed_and_gradient_checkpointing_train(stage_cfg, tmp_path):

@@ -7,6 +7,7 @@ raised inside are re-raised past Hydra's own error reporting so the CLI prints t
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -89,14 +90,44 @@ def sweep_objective(checkpoint: Path, objective: str, sweeper_target: str) -> fl
     return None
 
 
+def relaunch_argv(overrides: list[str], run_name: str) -> list[str]:
+    """The `sys.argv` Lightning's DDP launcher re-runs in each extra local process: this `vlx train` job.
+
+    Lightning re-executes `sys.argv` (as `python -m vlx ...` or `python .../vlx/__main__.py ...`, adding the
+    Hydra run directory). Hydra has consumed the real argv by then, so vlx puts back the command, the job's
+    own overrides (one job of a multirun, without `-m`) and the run name resolved here, so that every rank
+    trains the same config under the same name.
+    """
+    main = Path(__file__).resolve().parent.parent / "__main__.py"
+    kept = [o for o in overrides if not o.split("=", 1)[0].lstrip("+~") == "run_name"]
+    return [str(main), "train", *kept, f"run_name={run_name}"]
+
+
+def check_run_name_agreed(overrides: list[str], environ: dict[str, str], where: str = "run_name") -> None:
+    """Several processes started by torchrun or srun must be told the run name: the default is a timestamp."""
+    processes = int(environ.get("WORLD_SIZE") or environ.get("SLURM_NTASKS") or 1)
+    if processes > 1 and not any(o.split("=", 1)[0].lstrip("+~") == "run_name" for o in overrides):
+        raise ConfigError(f"{processes} processes train this run (WORLD_SIZE/SLURM_NTASKS): give {where}=NAME on the "
+                          "command line, since the default is a timestamp each process would take at another moment")
+
+
 def _train(cfg: DictConfig) -> float | None:
+    from lightning.pytorch.utilities import rank_zero_only
+
     from vlx.cli.report import print_training_outputs
     from vlx.training.run import run_training
 
     hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:  # multirun jobs are named after the sweep, the same in every process
+        check_run_name_agreed(list(hydra_cfg.overrides.task), dict(os.environ))
     label_sweep_job(cfg, hydra_cfg)
-    checkpoints = run_training(cfg)
-    print_training_outputs(checkpoints, cfg.output_dir)
+    saved, sys.argv = sys.argv, relaunch_argv(list(hydra_cfg.overrides.task), str(cfg.run_name))
+    try:
+        checkpoints = run_training(cfg)
+    finally:
+        sys.argv = saved
+    if rank_zero_only.rank == 0:
+        print_training_outputs(checkpoints, cfg.output_dir)
     last = list(checkpoints.values())[-1]
     return sweep_objective(last, cfg.train.objective, str(hydra_cfg.sweeper.get("_target_", "")))
 

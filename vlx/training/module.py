@@ -16,6 +16,7 @@ import torch
 from vlx.errors import VlxError
 from vlx.model import VisionLanguageModel
 from vlx.training.optim import build_optimizer, build_schedule
+from vlx.training.throughput import TrainingFlops
 
 
 class NonFiniteLossError(VlxError):
@@ -29,6 +30,11 @@ class VlxModule(L.LightningModule):
         super().__init__()
         self.model = model
         self.stage = dict(stage)
+        self.estimate_flops = TrainingFlops(model)
+        self.flops_per_batch = 0  # read by Lightning's ThroughputMonitor after each batch
+
+    def on_train_batch_start(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self.flops_per_batch = self.estimate_flops(batch)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         out = self.model(batch)

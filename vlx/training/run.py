@@ -28,6 +28,8 @@ from vlx.training.datamodule import VlxDataModule
 from vlx.training.lora import add_lora, merge_lora
 from vlx.training.module import VlxModule
 from vlx.training.stages import apply_stage, reinitialise
+from vlx.training.throughput import throughput_monitor
+from vlx.training.strategies import build_strategy, full_parameters, is_sharded
 
 
 def prepare_model(cfg: dict[str, Any], stage: dict[str, Any], where: str, previous: VisionLanguageModel | None) -> VisionLanguageModel:
@@ -54,21 +56,39 @@ def prepare_model(cfg: dict[str, Any], stage: dict[str, Any], where: str, previo
     return model.train()  # Lightning keeps each module's mode; from_pretrained parts arrive in eval mode
 
 
-def accumulation(trainer_cfg: dict[str, Any], stage: dict[str, Any], where: str) -> int:
-    """Gradient-accumulation steps that turn the per-device batch into the global batch."""
+def device_count(trainer_cfg: dict[str, Any]) -> Any:
+    """`trainer.devices` as a number: a list counts its entries, -1 ("all") the visible GPUs."""
     devices = trainer_cfg.get("devices", 1)
-    devices = len(devices) if isinstance(devices, list) else devices
+    if isinstance(devices, list):
+        return len(devices)
+    if devices == -1 and trainer_cfg.get("accelerator") in ("gpu", "cuda"):
+        import torch
+
+        return torch.cuda.device_count() or devices  # no GPU: left as -1, reported below
+    return devices
+
+
+def batch_plan(trainer_cfg: dict[str, Any], stage: dict[str, Any], where: str) -> tuple[int, int]:
+    """(per-device batch, gradient-accumulation steps) that make up the stage's global batch.
+
+    `batch_size` is the most samples one device takes per step; with more devices the per-device batch
+    shrinks when the global batch leaves fewer per device (llava-tiny's 32 on 2 devices: 16 each), so a
+    recipe's optimisation (`global_batch_size`) stays the same on any number of devices.
+    """
+    devices = device_count(trainer_cfg)
     if not isinstance(devices, int) or devices < 1:
         raise ConfigError(f"trainer.devices={devices!r}: give a number of devices (or a list) so that "
                           f"{where}.global_batch_size can be turned into gradient accumulation")
-    per_step = int(stage["batch_size"]) * devices * int(trainer_cfg.get("num_nodes", 1))
-    steps, rest = divmod(int(stage["global_batch_size"]), per_step)
+    replicas = devices * int(trainer_cfg.get("num_nodes", 1))
+    total = int(stage["global_batch_size"])
+    batch = min(int(stage["batch_size"]), total // replicas)
+    steps, rest = divmod(total, batch * replicas) if batch >= 1 else (0, total)
     if rest or steps < 1:
         raise ConfigError(
-            f"{where}.global_batch_size={stage['global_batch_size']} is not a multiple of batch_size × devices × "
-            f"num_nodes = {per_step}"
+            f"{where}.global_batch_size={total} is not a multiple of batch_size × devices × num_nodes = "
+            f"{int(stage['batch_size'])} × {devices} × {int(trainer_cfg.get('num_nodes', 1))}"
         )
-    return steps
+    return batch, steps
 
 
 def trainer_arguments(trainer_cfg: dict[str, Any], from_stage: dict[str, Any], where: str) -> dict[str, Any]:
@@ -99,27 +119,34 @@ def build_logger(cfg: dict[str, Any], stage_name: str, output_dir: Path) -> Logg
 
 def train_stage(cfg: dict[str, Any], name: str, model: VisionLanguageModel, output_dir: Path) -> Path:
     """Fit one stage and save its checkpoint; returns the checkpoint directory."""
-    stage, where = cfg["stages"][name], f"stages.{name}"
+    where = f"stages.{name}"
+    batch, accumulate = batch_plan(cfg["trainer"], cfg["stages"][name], where)
+    stage = {**cfg["stages"][name], "batch_size": batch}
     datamodule = VlxDataModule(model, stage, where)
     logger = build_logger(cfg, name, output_dir)
-    callbacks: list[L.Callback] = [RichProgressBar(leave=True)]
+    callbacks: list[L.Callback] = [RichProgressBar(leave=True), throughput_monitor()]
     val = stage["data"].get("val")
     if val and stage.get("sample_table", 0):
         callbacks.append(SampleTable(load_questions(val["json_path"], val["image_dir"], limit=stage["sample_table"])))
-    trainer = L.Trainer(**trainer_arguments(cfg["trainer"], {
+    arguments = trainer_arguments(cfg["trainer"], {
         "max_epochs": stage["epochs"], "max_steps": stage["max_steps"],
-        "accumulate_grad_batches": accumulation(cfg["trainer"], stage, where),
+        "accumulate_grad_batches": accumulate,
         "gradient_clip_val": stage["max_grad_norm"], "check_val_every_n_epoch": stage["val_every_n_epochs"],
         "logger": logger, "callbacks": callbacks, "default_root_dir": str(output_dir), "enable_checkpointing": False,
-    }, where), limit_val_batches=cfg["trainer"].get("limit_val_batches", 1.0) if val else 0)
+    }, where)
+    arguments["strategy"] = build_strategy(cfg["trainer"].get("strategy"), model)
+    trainer = L.Trainer(**arguments, limit_val_batches=cfg["trainer"].get("limit_val_batches", 1.0) if val else 0)
     if isinstance(logger, WandbLogger):
         logger.log_hyperparams({**cfg, "stage_name": name, "parameters": model.parameter_counts()})
     trainer.fit(VlxModule(model, stage), datamodule=datamodule)
     merge_lora(model)  # checkpoints hold plain weights
     metrics = {key: float(value) for key, value in trainer.callback_metrics.items() if value.numel() == 1}
-    checkpoint = save_checkpoint(model, output_dir / "checkpoints" / name,
-                                 {"stage": name, "run_name": cfg["run_name"], "metrics": metrics})
-    if isinstance(logger, WandbLogger):
+    checkpoint = output_dir / "checkpoints" / name
+    with full_parameters(trainer):  # every rank takes part in gathering sharded weights; rank 0 writes them
+        if trainer.is_global_zero:
+            save_checkpoint(model, checkpoint, {"stage": name, "run_name": cfg["run_name"], "metrics": metrics})
+    trainer.strategy.barrier("vlx-checkpoint-saved")
+    if isinstance(logger, WandbLogger) and trainer.is_global_zero:
         logger.experiment.summary["checkpoint"] = str(checkpoint)
         logger.experiment.finish()
     return checkpoint
@@ -140,4 +167,6 @@ def run_training(config: DictConfig | dict[str, Any]) -> dict[str, Path]:
     for name in names:
         model = prepare_model(cfg, cfg["stages"][name], f"stages.{name}", model)
         checkpoints[name] = train_stage(cfg, name, model, output_dir)
+        if is_sharded(cfg["trainer"].get("strategy")):
+            model = load(checkpoints[name])  # the sharding wrappers stay on the trained model; start clean
     return checkpoints
