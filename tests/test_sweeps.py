@@ -28,14 +28,15 @@ def run_vlx(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def prismatic_args(vlx_home: Path, shapes) -> list[str]:
-    """prismatic-tiny with its tiny assets written, on the small shapes set, two steps, a small val set."""
+    """prismatic-tiny with its tiny assets written: one epoch of two steps on the small shapes set, then validation."""
     from vlx.builder import to_plain
     from vlx.config import compose
     from vlx.data.tiny_assets import write_tiny_assets
 
     cfg = to_plain(compose(["recipe=prismatic-tiny", f"paths.home={vlx_home}", "logger=none"]))
     write_tiny_assets(cfg["vision"], cfg["llm"], seed=0)
-    return [f"paths.home={vlx_home}", f"shapes.root={shapes.root}", "stages.finetune.max_steps=2",
+    return [f"paths.home={vlx_home}", f"shapes.root={shapes.root}", "+stages.finetune.data.train.limit=16",
+            "stages.finetune.epochs=1",
             "stages.finetune.batch_size=8", "stages.finetune.global_batch_size=8", "stages.finetune.data.val.limit=16"]
 
 
@@ -56,7 +57,7 @@ def test_projector_sweep_gives_three_jobs_three_wandb_runs_in_one_group(tmp_path
         assert config.logger.group == "multirun-sweep" and config.run_name == f"multirun-sweep-{job}"
         assert f"projector={projector}" in config.logger.tags
         assert "val/loss" in json.loads((checkpoint / "vlx.json").read_text())["metrics"]
-        widths.add(json.loads((checkpoint / "vlx.json").read_text())["parameters"]["projector"])
+        widths.add(json.loads((checkpoint / "vlx.json").read_text())["parameters"]["projector_total"])
         (offline_run,) = (checkpoint.parent.parent / "wandb").glob("offline-run-*")  # one stage: one W&B run
         (records,) = offline_run.glob("run-*.wandb")
         log = records.read_bytes()
