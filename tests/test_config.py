@@ -80,6 +80,7 @@ def test_openvla_7b_recipe(capsys):
     assert list(stage.trainable) == ["vision", "projector", "llm"] and list(cfg.train.stages) == ["vla"]
     assert (stage.lr, stage.schedule, stage.global_batch_size) == (2e-5, "constant", 256)
     assert (cfg.augment.crop_scale, cfg.augment.color_jitter) == (0.9, True)
+    assert list(stage.prompt.generation_suffix_ids) == [29871]  # OpenVLA's prompts end with Llama-2's `▁`
     assert stage.data.train.datasets[0].path == "/data/demos.hdf5"
     counts = print_info(cfg)
     assert counts["total"] == 7_541_237_184 and "params_total=7541237184" in capsys.readouterr().out

@@ -230,3 +230,19 @@ def test_expand_image_slot_on_an_encoded_prompt(tokenizer) -> None:
 def test_turns_from_messages_maps_llava_roles() -> None:
     turns = turns_from_messages([("human", "q"), ("gpt", "a"), ("user", "q2"), ("assistant", "a2")])
     assert turns == [Turn("user", "q"), Turn("assistant", "a"), Turn("user", "q2"), Turn("assistant", "a2")]
+
+
+def test_generation_suffix_ids_end_the_prompt_once(tokenizer) -> None:
+    from vlx.llm.chat_formats import PureFormat
+    from vlx.llm.prompts import question_ids
+
+    space = tokenizer.convert_tokens_to_ids("▁")  # the tiny tokenizer's word-boundary piece (Llama-2: 29871)
+    plain = PureFormat(image_placement="after-bos")
+    suffixed = PureFormat(image_placement="after-bos", generation_suffix_ids=[space])
+    turns = [Turn("user", Q1)]
+    base = plain.generation_ids(turns, tokenizer, has_image=True)
+    assert base[-1] != space
+    assert suffixed.generation_ids(turns, tokenizer, has_image=True) == [*base, space]
+    assert question_ids(suffixed, Q1, tokenizer, tokenizer.convert_tokens_to_ids("<image>"), 4)[-1] == space
+    already = PureFormat(image_placement="after-bos", generation_suffix_ids=base[-1:])  # the prompt ends with it
+    assert already.generation_ids(turns, tokenizer, has_image=True) == base

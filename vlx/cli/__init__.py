@@ -1,8 +1,8 @@
-"""The `vlx` command: `vlx train|eval|info|data|demo|serve ...`.
+"""The `vlx` command: `vlx train|eval|info|data|demo|serve|import|export ...`.
 
 Hydra-style commands (`train`, `eval`, `info`) take `key=value` overrides and `recipe=NAME`; `data`,
-`demo` and `serve` are plain commands. A VlxError (a mistake in a config, dataset or checkpoint) is printed as one
-line naming what was wrong and where, with exit status 2 — never a stack trace.
+`demo`, `serve`, `import` and `export` are plain commands. A VlxError (a mistake in a config, dataset or
+checkpoint) is printed as one line naming what was wrong and where, with exit status 2 — never a stack trace.
 """
 
 from __future__ import annotations
@@ -20,17 +20,20 @@ commands:
   data   shapes|assets|block-reach  generate the shapes dataset, the tiny assets or block-reach robot demos
   data   check PATH [options]       list every problem of a LLaVA JSON or robomimic HDF5 file (docs/errors.md)
   serve  checkpoint=DIR [host=...]  serve a VLA's actions over HTTP (POST /act; docs/serving.md)
+  import hf-llava|openvla|plain SRC OUT  convert a transformers LLaVA / OpenVLA / plain dir to a vlx checkpoint
+  export hf-llava|plain CKPT OUT  write a vlx checkpoint as a transformers LLaVA dir or a plain dir (docs/formats.md)
 
 recipes: {recipes}
 """
 
 
 def commands() -> dict[str, Callable[[list[str]], None]]:
-    from vlx.cli import data, demo, hydra_apps, serve
+    from vlx.cli import data, demo, hydra_apps, interop, serve
 
     return {
         "train": hydra_apps.train, "eval": hydra_apps.evaluate, "info": hydra_apps.info,
         "data": data.main, "demo": demo.main, "serve": serve.main,
+        "import": interop.import_main, "export": interop.export_main,
     }
 
 

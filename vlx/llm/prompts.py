@@ -50,10 +50,11 @@ class EncodedPrompt:
 class PromptFormat(ABC):
     """Base class: subclasses implement `render`; tokenisation and masking are shared."""
 
-    def __init__(self, image_placement: str = "marker") -> None:
+    def __init__(self, image_placement: str = "marker", generation_suffix_ids: list[int] | None = None) -> None:
         if image_placement not in IMAGE_PLACEMENTS:
             raise ConfigError(f"image_placement={image_placement!r}; expected one of {', '.join(IMAGE_PLACEMENTS)}")
         self.image_placement = image_placement
+        self.generation_suffix_ids = [int(i) for i in generation_suffix_ids or []]
 
     @abstractmethod
     def render(self, turns: list[Turn], eos: str) -> list[Segment]:
@@ -91,10 +92,19 @@ class PromptFormat(ABC):
         return EncodedPrompt(ids, labels)
 
     def generation_ids(self, turns: list[Turn], tokenizer: Any, has_image: bool) -> list[int]:
-        """Prompt ids for generating the next assistant answer: the training ids cut before that answer."""
+        """Prompt ids for generating the next assistant answer: the training ids cut before that answer.
+
+        `generation_suffix_ids` are appended unless the prompt already ends with them — OpenVLA's rule for
+        its token 29871 (Llama-2's `▁`), which its training prompts end with before the action tokens.
+        VLA samples are built from these ids, so training and `predict_action` see the same prompt.
+        """
         probe = self.encode([*turns, Turn("assistant", "x")], tokenizer, has_image, sample_id="<generation>")
         start, _ = label_runs(probe.labels)[-1]  # where the last (probe) answer begins
-        return probe.input_ids[:start]
+        ids = probe.input_ids[:start]
+        suffix = self.generation_suffix_ids
+        if suffix and ids[-len(suffix):] != suffix:
+            ids += suffix
+        return ids
 
 
 def label_runs(labels: list[int]) -> list[tuple[int, int]]:
