@@ -8,10 +8,18 @@ attention mask, as transformers' own `generate` computes them.
 
 from __future__ import annotations
 
+import functools
 import inspect
 
 import torch
 from torch import nn
+
+
+@functools.lru_cache(maxsize=None)
+def cache_keyword(lm_class: type) -> str:
+    """The forward keyword that takes the KV cache: `cache` (transformers ≥ 5.2x) or `past_key_values`;
+    looked up once per model class, not on every call."""
+    return "cache" if "cache" in inspect.signature(lm_class.forward).parameters else "past_key_values"
 
 
 @torch.no_grad()
@@ -23,7 +31,7 @@ def decode_action_tokens(
     `lm` is a transformers causal LM; `inputs_embeds` (B, L, D) the prompt, left-padded by `attention_mask`.
     """
     embedding = lm.get_input_embeddings()
-    cache_arg = "cache" if "cache" in inspect.signature(lm.forward).parameters else "past_key_values"  # transformers ≥ 5.2x
+    cache_arg = cache_keyword(type(lm))
     mask = attention_mask.long()  # (B, L)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, L)
     out = lm(inputs_embeds=inputs_embeds, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
