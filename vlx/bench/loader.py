@@ -25,8 +25,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from vlx.bench.models import build, vla_config, write_tokenizer
-from vlx.bench.timing import BenchResult, interleave, medians, set_threads
-from vlx.bench.train_step import BenchmarkError
+from vlx.bench.timing import BenchmarkError, BenchResult, interleave, medians, set_threads
 from vlx.data.collate import Collator
 from vlx.heads.action import vla_question
 from vlx.llm.prompts import IGNORE_INDEX, IMAGE_MARKER, question_ids

@@ -18,8 +18,7 @@ import numpy as np
 import torch
 
 from vlx.bench.models import build, roughen, vla_config, write_tokenizer
-from vlx.bench.timing import BenchResult, interleave, medians, set_threads
-from vlx.bench.train_step import BenchmarkError
+from vlx.bench.timing import BenchmarkError, BenchResult, interleave, medians, set_threads
 from vlx.data.action_stats import ActionStats
 from vlx.data.augment import inference_preprocess
 from vlx.heads.action import vla_question

@@ -3,8 +3,9 @@
 `interleave` runs each contender once per round, in turn, after a few warm-up rounds, so machine noise
 (other processes on a shared CPU) falls on both sides alike; a contender's time is the median of its
 rounds. `report` prints one benchmark's table with `rich` (contender, median, spread, what the numbers
-are per) and a final `ratio=` line; `BenchResult` holds what was measured so that tests and
-docs/BENCHMARKS.md read the same numbers the table shows.
+are per) and a final `ratio=` line; `BenchResult` holds what was measured, so that tests and
+docs/BENCHMARKS.md read the same numbers the table shows. `BenchmarkError` stops a benchmark whose
+two sides disagree (then the timing would compare different work).
 """
 
 from __future__ import annotations
@@ -18,6 +19,12 @@ from dataclasses import dataclass, field
 import torch
 from rich.console import Console
 from rich.table import Table
+
+from vlx.errors import VlxError
+
+
+class BenchmarkError(VlxError):
+    """A benchmark's contenders disagree (different outputs or losses): the timing would compare different work."""
 
 
 @dataclass

@@ -22,16 +22,11 @@ import lightning as L
 import torch
 
 from vlx.bench.models import build, llava_config, write_tokenizer
-from vlx.bench.timing import BenchResult, medians, set_threads
-from vlx.errors import VlxError
+from vlx.bench.timing import BenchmarkError, BenchResult, medians, set_threads
 
 BATCH = {"tiny": 2, "small": 8}
 LR = 1e-4
 LOSS_TOLERANCE = 1e-5  # relative, fp32
-
-
-class BenchmarkError(VlxError):
-    """A benchmark's contenders disagree (different outputs or losses): the timing would compare different work."""
 
 
 def stage(batch_size: int) -> dict[str, Any]:
