@@ -63,10 +63,16 @@ def test_predict_action_identical_actions_and_ratio_line(capsys: pytest.CaptureF
     ratio = RATIO_LINE.match(last_line(out))
     assert ratio and ratio[3] == "≥ 3.0" and float(ratio[1]) > 0
     assert "actions (identical on both sides)" in out and "Hz" in out
+    decode = re.search(r"generate\(\) / vlx loop = (\d+\.\d{3})", out)
+    assert decode and float(decode[1]) > 0
+    assert "decode only: vlx loop" in out and "decode only: generate()" in out
 
 
 def test_reference_predict_action_equals_vlx_on_distinct_actions(tmp_path) -> None:
-    from vlx.bench.predict_action import INSTRUCTION, UNNORM_KEY, bench_vla, reference_predict_action
+    from vlx.bench.predict_action import (
+        INSTRUCTION, UNNORM_KEY, bench_vla, decode_with_generate, decode_with_vlx, prompt_embeddings,
+        reference_predict_action,
+    )
 
     model = bench_vla("tiny", tmp_path)
     images = [np.random.default_rng(seed).integers(0, 256, size=(40, 40, 3), dtype=np.uint8) for seed in range(3)]
@@ -75,6 +81,8 @@ def test_reference_predict_action_equals_vlx_on_distinct_actions(tmp_path) -> No
         np.testing.assert_array_equal(ours, reference_predict_action(model, image, INSTRUCTION))
     assert outputs[0].shape == (7,)
     assert len({tuple(o) for o in outputs}) == 3  # the images lead to different actions: a non-trivial comparison
+    embeds, mask = prompt_embeddings(model, images[0])  # the decode-only contenders choose the same tokens too
+    assert decode_with_vlx(model, embeds, mask).tolist() == decode_with_generate(model, embeds, mask).tolist()
 
 
 def test_predict_action_mismatch_is_an_error(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:

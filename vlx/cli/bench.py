@@ -2,7 +2,8 @@
 
 Each prints a table and, as its last line, `ratio=...` with what the ratio means and its target
 (docs/BENCHMARKS.md records the measured results). Every benchmark takes `--threads` (the same intra-op
-thread count for both sides; default: torch's), `--warmup` and `--repeats`; the CPU ones take `--size
+thread count for both sides; default 1 for the CPU benchmarks: more threads on a shared CPU
+oversubscribe it and the medians become noise), `--warmup` and `--repeats`; the CPU ones take `--size
 tiny|small` (small is the measured one), `gpu` takes `--tiny`, `--layers`, `--batch-size`, `--recipes`.
 """
 
@@ -28,7 +29,9 @@ def parser() -> argparse.ArgumentParser:
     sub = root.add_subparsers(dest="name", required=True)
     for name, (warmup, repeats, help_text) in DEFAULTS.items():
         command = sub.add_parser(name, help=help_text, description=help_text)
-        command.add_argument("--threads", type=int, help="torch intra-op threads for both sides (default: torch's)")
+        command.add_argument("--threads", type=int, default=1 if name != "gpu" else None,
+                             help="torch intra-op threads for both sides (default: 1 on the CPU benchmarks — on a "
+                                  "shared CPU more threads oversubscribe it —, torch's own for gpu)")
         command.add_argument("--warmup", type=int, default=warmup, help="untimed rounds (default: %(default)s)")
         command.add_argument("--repeats", type=int, default=repeats, help="timed rounds (default: %(default)s)")
         if name == "gpu":
