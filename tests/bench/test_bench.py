@@ -167,3 +167,16 @@ def test_unknown_size_is_a_config_error(tmp_path) -> None:
 
     with pytest.raises(ConfigError, match=r"benchmark size 'huge' is unknown; pick one of tiny, small"):
         llava_config("huge", tmp_path)
+
+
+def test_gpu_measure_handles_bf16_models(tmp_path) -> None:
+    """The GPU script's models are bf16 (images arrive as fp32): a tiny bf16 VLA trains and acts on the CPU."""
+    from vlx.bench.gpu import Workload, measure
+    from vlx.bench.models import build, vla_config, write_tokenizer
+
+    model = build(vla_config("tiny", write_tokenizer(tmp_path))).to(torch.bfloat16)
+    result = measure(Workload("bf16 tiny vla", model, ["vision", "projector", "llm"]), batch_size=2, warmup=0,
+                     repeats=1, device="cpu")
+    assert result["tokens_per_s"] > 0 and result["predict_hz"] > 0
+    assert result["mfu"] is None and result["train_memory_gb"] is None  # no peak FLOP/s or CUDA memory on a CPU
+    assert all(p.dtype == torch.bfloat16 for p in model.parameters())

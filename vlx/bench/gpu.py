@@ -45,8 +45,12 @@ class Workload:
     """One model to measure, with the parts its stage trains."""
 
     name: str
-    model: VisionLanguageModel
+    model: VisionLanguageModel | None
     trainable: list[str]
+
+    def to(self, device: str) -> Workload:
+        self.model = self.model.to(device)
+        return self
 
 
 def recipe_workload(recipe: str, tokenizer_dir: Path, layers: int | None, device: str) -> Workload:
@@ -162,22 +166,26 @@ def run(recipes: tuple[str, ...] = RECIPES, layers: int | None = None, batch_siz
     """Measure every workload one after the other (each freed before the next); ratio = the best MFU (0 on CPU)."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     threads = set_threads(threads)
-    results = []
+    results: list[dict[str, Any]] = []
+    failed: list[tuple[str, str]] = []
     with tempfile.TemporaryDirectory(prefix="vlx-bench-") as tmp:
         tokenizer_dir = write_tokenizer(Path(tmp) / "tokenizer")
         names = ["tiny"] if tiny else list(recipes)
         for name in names:
             works = tiny_workloads(tokenizer_dir) if tiny else [recipe_workload(name, tokenizer_dir, layers, device)]
             for work in works:
-                work.model.to(device)
                 started = time.perf_counter()
-                results.append({**measure(work, batch_size, warmup, repeats, device),
-                                "seconds": time.perf_counter() - started})
-                del work.model
+                try:
+                    results.append({**measure(work.to(device), batch_size, warmup, repeats, device),
+                                    "seconds": time.perf_counter() - started})
+                except torch.cuda.OutOfMemoryError:  # report it and go on with the next recipe
+                    failed.append((work.name, f"out of memory at batch {batch_size}: rerun with --layers N "
+                                              "or a smaller --batch-size"))
+                work.model = None
                 if device.startswith("cuda"):
                     torch.cuda.empty_cache()
     mfus = [r["mfu"] for r in results if r["mfu"] is not None]
-    rows = [(r["workload"], _describe(r, batch_size)) for r in results]
+    rows = [(r["workload"], _describe(r, batch_size)) for r in results] + failed
     return BenchResult(
         name="gpu", medians={r["workload"]: r["step_s"] for r in results},
         rounds={r["workload"]: [r["step_s"]] for r in results}, ratio=max(mfus) if mfus else 0.0,

@@ -112,7 +112,7 @@ def one_pass(loader: DataLoader) -> int:
     return sum(len(batch["ids"]) for batch in loader)
 
 
-def run(size: str = "small", warmup: int = 1, repeats: int = 3, threads: int | None = None,
+def run(size: str = "small", warmup: int = 1, repeats: int = 5, threads: int | None = None,
         workers: int = 0) -> BenchResult:
     """Median seconds per pass over the file's train split for each reader; ratio = vlx / robomimic samples/s."""
     from vlx.envs.record import record_demos

@@ -18,7 +18,7 @@ from vlx.bench.models import SIZES
 DEFAULTS = {  # name → (warm-up rounds, timed rounds, one-line help)
     "train-step": (3, 10, "vlx LLaVA training step vs transformers LlavaForConditionalGeneration in a plain loop"),
     "predict-action": (3, 20, "vlx predict_action vs OpenVLA-style generate() on the same weights"),
-    "loader": (1, 3, "vlx robomimic loader vs robomimic SequenceDataset + DataLoader on the same file"),
+    "loader": (1, 5, "vlx robomimic loader vs robomimic SequenceDataset + DataLoader on the same file"),
     "gpu": (2, 5, "7B-shaped recipes in bf16: training tokens/s, MFU, predict_action Hz, peak memory"),
 }
 
