@@ -52,11 +52,13 @@ def reference_model(model: Any, root: Path) -> Any:
     from transformers import LlavaForConditionalGeneration
 
     from vlx.checkpoint import save_checkpoint
+    from vlx.hub import SAFE_LOADING
     from vlx.interop.hf_llava import export_hf_llava
 
     save_checkpoint(model, root / "vlx")
     export_hf_llava(root / "vlx", root / "hf")
-    hf = LlavaForConditionalGeneration.from_pretrained(root / "hf", attn_implementation=model.llm.attn_implementation)
+    hf = LlavaForConditionalGeneration.from_pretrained(root / "hf", attn_implementation=model.llm.attn_implementation,
+                                                       **SAFE_LOADING)
     hf.model.vision_tower.requires_grad_(False)
     hf.model.vision_tower.eval()
     return hf.train()
