@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -79,6 +80,7 @@ def prompt_embeddings(model: VisionLanguageModel, image: np.ndarray) -> tuple[to
 
 
 def decode_with_vlx(model: VisionLanguageModel, embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """vlx's constrained KV-cached loop from the prompt embeddings: action ids (1, action_dim)."""
     codec = model.action_head.tokenizer
     return decode_action_tokens(model.llm.model, embeds, mask, codec.first_id, codec.top_id, model.action_dim)
 
@@ -98,6 +100,7 @@ def prefill(model: VisionLanguageModel, embeds: torch.Tensor, mask: torch.Tensor
 
 @torch.no_grad()
 def decode_with_generate(model: VisionLanguageModel, embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """transformers' greedy `generate()` from the same embeddings: the new ids (1, action_dim)."""
     return model.llm.model.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=model.action_dim,
                                     do_sample=False, pad_token_id=model.tokenizer.pad_token_id,
                                     eos_token_id=model.tokenizer.eos_token_id)
