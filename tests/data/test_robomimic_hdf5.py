@@ -110,6 +110,22 @@ def test_frames_actions_and_instructions_in_index_order(path: Path) -> None:
     np.testing.assert_array_equal(reader.actions()[7], _actions("demo_10")[0].astype(np.float32))
 
 
+@pytest.mark.parametrize("cache_images", [False, True])
+def test_sample_reads_everything_of_a_step_at_once(path: Path, cache_images: bool) -> None:
+    reader = _open(path, cache_images=cache_images)
+    for index in [*range(len(reader)), -1]:
+        demo, step, frame, action, instruction = reader.sample(index)
+        assert (demo, step) == reader.locate(index) and instruction == reader.instruction(index)
+        np.testing.assert_array_equal(frame, _frames(demo)[step])
+        np.testing.assert_array_equal(action, _actions(demo)[step].astype(np.float32))
+    frame[:] = 0  # copies: the reader's frames and actions are unchanged
+    action[:] = 0
+    np.testing.assert_array_equal(reader.image(-1), _frames("demo_10")[4])
+    np.testing.assert_array_equal(reader.action(-1), _actions("demo_10")[4].astype(np.float32))
+    with pytest.raises(IndexError, match="demos.hdf5: sample index 12 is out of range for 12 samples"):
+        reader.sample(12)
+
+
 @pytest.mark.parametrize(
     ("filter_key", "demos", "located"),
     [("train", ["demo_0", "demo_10"], {3: ("demo_0", 3), 4: ("demo_10", 0), 8: ("demo_10", 4), -9: ("demo_0", 0)}),

@@ -1,7 +1,7 @@
-"""The `vlx` command: `vlx train|eval|info|data|demo|serve|import|export ...`.
+"""The `vlx` command: `vlx train|eval|info|data|demo|serve|import|export|bench ...`.
 
 Hydra-style commands (`train`, `eval`, `info`) take `key=value` overrides and `recipe=NAME`; `data`,
-`demo`, `serve`, `import` and `export` are plain commands. A VlxError (a mistake in a config, dataset or
+`demo`, `serve`, `import`, `export` and `bench` are plain commands. A VlxError (a mistake in a config, dataset or
 checkpoint) is printed as one line naming what was wrong and where, with exit status 2 — never a stack trace.
 """
 
@@ -22,18 +22,19 @@ commands:
   serve  checkpoint=DIR [host=...]  serve a VLA's actions over HTTP (POST /act; docs/serving.md)
   import hf-llava|openvla|plain SRC OUT  convert a transformers LLaVA / OpenVLA / plain dir to a vlx checkpoint
   export hf-llava|plain CKPT OUT  write a vlx checkpoint as a transformers LLaVA dir or a plain dir (docs/formats.md)
+  bench  train-step|predict-action|loader|gpu  time vlx against the reference implementations (docs/BENCHMARKS.md)
 
 recipes: {recipes}
 """
 
 
 def commands() -> dict[str, Callable[[list[str]], None]]:
-    from vlx.cli import data, demo, hydra_apps, interop, serve
+    from vlx.cli import bench, data, demo, hydra_apps, interop, serve
 
     return {
         "train": hydra_apps.train, "eval": hydra_apps.evaluate, "info": hydra_apps.info,
         "data": data.main, "demo": demo.main, "serve": serve.main,
-        "import": interop.import_main, "export": interop.export_main,
+        "import": interop.import_main, "export": interop.export_main, "bench": bench.main,
     }
 
 

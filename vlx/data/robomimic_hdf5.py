@@ -124,11 +124,19 @@ class RobomimicFile:
     def image(self, index: int) -> np.ndarray:
         """The camera frame of a sample, (H, W, 3) uint8; reads only that frame unless images are cached."""
         demo, step, _ = self._position(index)
+        return self._frame(demo, step)
+
+    def _frame(self, demo: int, step: int) -> np.ndarray:
         if self._cache_images:
             if self._cache is None:
                 self._cache = self._load_frames()
             return self._cache[demo][step].copy()
         return self._frames(demo, step)
+
+    def sample(self, index: int) -> tuple[str, int, np.ndarray, np.ndarray, str]:
+        """(demo name, step, frame (H, W, 3) uint8, action (A,), instruction) of a sample, located once."""
+        demo, step, flat = self._position(index)
+        return self.demos[demo], step, self._frame(demo, step), self._actions[flat].copy(), self._instructions[demo]
 
     def action(self, index: int) -> np.ndarray:
         """The action of a sample, (A,) float32."""

@@ -122,12 +122,11 @@ class RobotDemonstrations(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         source, sample = self.index[index]
-        file, stats = self.files[source], self.stats[source]
-        demo, step = file.locate(sample)
-        normalized = stats.normalize(file.action(sample))  # (A,)
+        demo, step, frame, action, instruction = self.files[source].sample(sample)
+        normalized = self.stats[source].normalize(action)  # (A,)
         action_ids = self.codec.encode(normalized).tolist()
-        prompt = self.prompt_ids(file.instruction(sample))
-        image = Image.fromarray(file.image(sample))
+        prompt = self.prompt_ids(instruction)
+        image = Image.fromarray(frame)
         image = self.augment(image) if self.augment is not None else self.preprocess(image)
         return {
             "id": f"{self.sources[source].key}:{demo}:{step}",

@@ -1,6 +1,7 @@
 """The LightningDataModule of a stage: builds its datasets through the registry and batches them.
 
 A training set with per-sample weights (a mixture of robot datasets) is drawn with a weighted sampler.
+With a GPU present, batches are collated into pinned memory, so the host-to-device copy can overlap compute.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, WeightedRandomSampler
 
 from vlx.data.collate import Collator
@@ -53,6 +55,7 @@ class VlxDataModule(L.LightningDataModule):
         return DataLoader(
             dataset, batch_size=self.batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
             collate_fn=self.collate, num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
         )
 
     def train_dataloader(self) -> DataLoader:
