@@ -24,6 +24,7 @@ from vlx.evaluation import load_questions
 from vlx.model import VisionLanguageModel
 from vlx.registry import PROMPT_FORMATS, check_arguments
 from vlx.training.callbacks import SampleTable
+from vlx.training.compilation import compile_parts
 from vlx.training.datamodule import VlxDataModule
 from vlx.training.lora import add_lora, merge_lora
 from vlx.training.module import VlxModule
@@ -53,6 +54,7 @@ def prepare_model(cfg: dict[str, Any], stage: dict[str, Any], where: str, previo
         add_lora(model, stage["lora"], f"{where}.lora")
     if stage.get("reinit_projector"):
         reinitialise(model.projector)
+    compile_parts(model, cfg.get("compile"))
     return model.train()  # Lightning keeps each module's mode; from_pretrained parts arrive in eval mode
 
 
