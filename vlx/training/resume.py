@@ -157,7 +157,8 @@ class ResumeCheckpoints(L.Callback):
         """Write the checkpoint of the current step, point `last` at it, drop the oldest ones."""
         path = self.directory / f"step-{trainer.global_step:08d}.ckpt"
         trainer.save_checkpoint(path, weights_only=False)  # the full training state, not only the weights
-        write_pointer(self.directory / LAST, path.name)
-        for old in sorted(self.directory.glob("step-*.ckpt"))[:-self.keep]:
-            old.unlink()
+        if trainer.is_global_zero:
+            write_pointer(self.directory / LAST, path.name)
+            for old in sorted(self.directory.glob("step-*.ckpt"))[:-self.keep]:
+                old.unlink()
         return path
