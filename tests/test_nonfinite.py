@@ -92,3 +92,10 @@ def test_skip_mode_skips_the_poisoned_batch_warns_and_counts(poisoned, tiny_cfg,
             assert torch.isfinite(finite).all(), name
     changed = [name for name, param in model.named_parameters() if param.requires_grad and not torch.equal(param, before[name])]
     assert any(name.startswith("projector.") for name in changed) and any(name.startswith("llm.") for name in changed)
+
+
+def test_unknown_on_nonfinite_value_names_the_config_key(tiny_model):
+    from vlx.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^stages.finetune.on_nonfinite='ignore'; expected 'stop' or 'skip'$"):
+        VlxModule(tiny_model, {"on_nonfinite": "ignore"}, "stages.finetune")

@@ -64,3 +64,13 @@ def test_rng_state_survives_a_weights_only_round_trip(tmp_path):
     random.seed(9), np.random.seed(9), torch.manual_seed(9)
     set_rng_state(AtomicCheckpointIO().load_checkpoint(tmp_path / "rng.ckpt")["rng"])
     assert draws() == expected
+
+
+def test_fault_variable_is_parsed_strictly():
+    from vlx.errors import ConfigError
+    from vlx.training.faults import parse_fault
+
+    assert parse_fault(None) is None and parse_fault("SIGKILL-IN-SAVE@4") == ("SIGKILL-IN-SAVE", 4)
+    assert parse_fault("SIGTERM@12") == ("SIGTERM", 12)
+    with pytest.raises(ConfigError, match=r"VLX_FAULT='SIGINT@3': expected SIGTERM@STEP, SIGUSR1@STEP, SIGKILL@STEP"):
+        parse_fault("SIGINT@3")

@@ -81,7 +81,9 @@ class KillDuringSave(AtomicCheckpointIO):
 
     def open_temporary(self, path: Path, checkpoint: dict[str, Any]) -> IO[bytes]:
         f = super().open_temporary(path, checkpoint)
-        return _KillingFile(f, KILL_AFTER_BYTES) if checkpoint.get("global_step") == self.step else f  # type: ignore[return-value]
+        if checkpoint.get("global_step") != self.step:
+            return f
+        return _KillingFile(f, KILL_AFTER_BYTES)  # type: ignore[return-value]
 
 
 def fault_from_env() -> tuple[list[L.Callback], AtomicCheckpointIO]:

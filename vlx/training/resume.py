@@ -22,8 +22,9 @@ import numpy as np
 import torch
 
 from vlx.errors import CheckpointError
-from vlx.training.atomic_io import write_pointer
+from vlx.training.atomic_io import AtomicCheckpointIO, write_pointer
 from vlx.training.epoch_sampler import ResumableDataLoader
+from vlx.training.faults import fault_from_env
 
 LAST = "last"
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
@@ -98,6 +99,15 @@ def last_checkpoint(directory: Path) -> Path | None:
     if not name or "/" in name or not target.is_file():
         raise CheckpointError(f"{pointer} names {name!r}, which is not a checkpoint file in {directory}")
     return target
+
+
+def resume_callbacks(checkpointing: dict[str, Any], directory: Path, preemption: Preemption,
+                     stage: str) -> tuple[list[L.Callback], AtomicCheckpointIO]:
+    """A stage's `ResumeCheckpoints` (plus any `VLX_FAULT` test fault) and the atomic checkpoint IO plugin."""
+    faults, checkpoint_io = fault_from_env()
+    saver = ResumeCheckpoints(directory, int(checkpointing.get("every_n_steps", 0)), int(checkpointing.get("keep", 2)),
+                              preemption, stage)
+    return [saver, *faults], checkpoint_io
 
 
 class ResumeCheckpoints(L.Callback):

@@ -30,10 +30,9 @@ from vlx.model import VisionLanguageModel
 from vlx.registry import PROMPT_FORMATS, check_arguments
 from vlx.training.callbacks import SampleTable
 from vlx.training.datamodule import VlxDataModule
-from vlx.training.faults import fault_from_env
 from vlx.training.lora import add_lora, merge_lora
 from vlx.training.module import VlxModule
-from vlx.training.resume import Preempted, Preemption, ResumeCheckpoints, last_checkpoint
+from vlx.training.resume import Preempted, Preemption, last_checkpoint, resume_callbacks
 from vlx.training.stages import apply_stage, reinitialise
 
 
@@ -104,14 +103,6 @@ def build_logger(cfg: dict[str, Any], stage_name: str, output_dir: Path) -> Logg
     )
 
 
-def resume_callbacks(cfg: dict[str, Any], name: str, output_dir: Path, preemption: Preemption) -> tuple[list[L.Callback], Any]:
-    """The resume-checkpoint callback (plus `VLX_FAULT` test faults) and the atomic checkpoint IO plugin."""
-    every = cfg.get("checkpointing", {}).get("every_n_steps", 0)
-    keep = cfg.get("checkpointing", {}).get("keep", 2)
-    faults, checkpoint_io = fault_from_env()
-    return [ResumeCheckpoints(output_dir / "resume" / name, every, keep, preemption, name), *faults], checkpoint_io
-
-
 def train_stage(cfg: dict[str, Any], name: str, model: VisionLanguageModel, output_dir: Path,
                 preemption: Preemption | None = None, resume_from: Path | None = None) -> Path:
     """Fit one stage (continuing from the resume checkpoint `resume_from`, if given) and save its checkpoint;
@@ -121,7 +112,8 @@ def train_stage(cfg: dict[str, Any], name: str, model: VisionLanguageModel, outp
         shutil.rmtree(output_dir / "resume" / name, ignore_errors=True)
     datamodule = VlxDataModule(model, stage, where, seed=cfg["seed"])
     logger = build_logger(cfg, name, output_dir)
-    resuming, checkpoint_io = resume_callbacks(cfg, name, output_dir, preemption or Preemption())
+    resuming, checkpoint_io = resume_callbacks(cfg.get("checkpointing") or {}, output_dir / "resume" / name,
+                                               preemption or Preemption(), name)
     callbacks: list[L.Callback] = [RichProgressBar(leave=True), *resuming]
     val = stage["data"].get("val")
     if val and stage.get("sample_table", 0):
@@ -167,7 +159,8 @@ def run_training(config: DictConfig | dict[str, Any]) -> dict[str, Path]:
             model = prepare_model(cfg, cfg["stages"][name], f"stages.{name}", model)
             resume_from = last_checkpoint(output_dir / "resume" / name) if resume else None
             if resume:
-                print(f"resume: stage {name} {f'continues from {resume_from}' if resume_from else 'starts'}", file=sys.stderr)
+                where = f"continues from {resume_from}" if resume_from else "starts (no resume checkpoint)"
+                print(f"resume: stage {name} {where}", file=sys.stderr)
             try:
                 checkpoints[name] = train_stage(cfg, name, model, output_dir, preemption, resume_from)
             except Preempted as stop:
