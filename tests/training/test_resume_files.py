@@ -74,3 +74,16 @@ def test_fault_variable_is_parsed_strictly():
     assert parse_fault("SIGTERM@12") == ("SIGTERM", 12)
     with pytest.raises(ConfigError, match=r"VLX_FAULT='SIGINT@3': expected SIGTERM@STEP, SIGUSR1@STEP, SIGKILL@STEP"):
         parse_fault("SIGINT@3")
+
+
+def test_preemption_records_a_real_signal_and_restores_the_previous_handler():
+    import os
+    import signal
+
+    from vlx.training.resume import Preemption
+
+    before = signal.getsignal(signal.SIGTERM)
+    with Preemption() as preemption:
+        os.kill(os.getpid(), signal.SIGTERM)  # recorded, not fatal
+        assert preemption.signum == signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) == before

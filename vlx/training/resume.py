@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -52,12 +53,18 @@ class Preemption:
         self.signum = signum
 
     def install(self) -> None:
-        """Take over the signals (again: Lightning installs its own SIGTERM handler in every `fit`)."""
+        """Take over the signals (again: Lightning installs its own SIGTERM handler in every `fit`).
+
+        Python lets only the main thread set handlers; elsewhere signals keep their default effect.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            return
         for signum in HANDLED_SIGNALS:
             signal.signal(signum, self._record)
 
     def __enter__(self) -> Preemption:
-        self._previous = {signum: signal.getsignal(signum) for signum in HANDLED_SIGNALS}
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {signum: signal.getsignal(signum) for signum in HANDLED_SIGNALS}
         self.install()
         return self
 
