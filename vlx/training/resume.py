@@ -52,25 +52,30 @@ class Preemption:
     def _record(self, signum: int, _frame: Any) -> None:
         self.signum = signum
 
-    def install(self) -> None:
-        """Take over the signals (again: Lightning installs its own SIGTERM handler in every `fit`).
-
-        Python lets only the main thread set handlers; elsewhere signals keep their default effect.
+    def install(self) -> dict[int, Any]:
+        """Take over the signals (again: Lightning installs its own SIGTERM handler in every `fit`) and
+        return the handlers it replaced. Python lets only the main thread set handlers; elsewhere signals
+        keep their default effect.
         """
         if threading.current_thread() is not threading.main_thread():
-            return
+            return {}
+        previous = {signum: signal.getsignal(signum) for signum in HANDLED_SIGNALS}
         for signum in HANDLED_SIGNALS:
             signal.signal(signum, self._record)
+        return previous
+
+    @staticmethod
+    def restore(previous: dict[int, Any]) -> None:
+        """Put back the handlers `install` returned."""
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 
     def __enter__(self) -> Preemption:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = {signum: signal.getsignal(signum) for signum in HANDLED_SIGNALS}
-        self.install()
+        self._previous = self.install()
         return self
 
     def __exit__(self, *_exc: object) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        self.restore(self._previous)
 
 
 def rng_state() -> dict[str, Any]:
@@ -128,6 +133,7 @@ class ResumeCheckpoints(L.Callback):
         self._step_seen = -1
         self._trainer: L.Trainer | None = None
         self._data_state: dict[str, int] | None = None
+        self._replaced: dict[int, Any] = {}
 
     def state_dict(self) -> dict[str, Any]:
         loader = self.trainer_loader
@@ -151,10 +157,18 @@ class ResumeCheckpoints(L.Callback):
         if self._data_state is not None and isinstance(trainer.train_dataloader, ResumableDataLoader):
             trainer.train_dataloader.load_state_dict(self._data_state)
         self._data_state = None
-        self.preemption.install()  # after Lightning's, which would stop mid-accumulation
+        self._replaced = self.preemption.install()  # after Lightning's, which would stop mid-accumulation
         for stale in self.directory.glob(".*.tmp-*"):  # left by a process killed while saving
             stale.unlink()
         self._step_seen = trainer.global_step
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # before Lightning's own teardown, which then puts back the handlers from before the fit
+        self.preemption.restore(self._replaced)
+        self._replaced = {}
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self.on_train_end(trainer, pl_module)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
