@@ -74,3 +74,17 @@ def test_weighted_sampler_draws_in_proportion_to_the_weights():
 def test_a_foreign_loader_state_is_a_checkpoint_error():
     with pytest.raises(CheckpointError, match=r"data-loader state \{'_num_yielded': 3\} lacks integer 'epoch' and 'batches'"):
         loader().load_state_dict({"_num_yielded": 3})
+
+
+def test_ranks_split_each_step_of_the_single_process_order():
+    single = EpochSampler(10, seed=5, world=1, rank=0)
+    ranks = [EpochSampler(10, seed=5, world=2, rank=r) for r in (0, 1)]
+    order = list(single)
+    shards = [list(r) for r in ranks]
+    assert [len(r) for r in ranks] == [5, 5] and shards[0] == order[0::2] and shards[1] == order[1::2]
+    for step in range(2):  # per-rank batch 2 ↔ single-process batch 4
+        union = sorted(shards[0][2 * step:2 * step + 2] + shards[1][2 * step:2 * step + 2])
+        assert union == sorted(order[4 * step:4 * step + 4])
+    odd = [list(EpochSampler(9, seed=5, world=2, rank=r)) for r in (0, 1)]
+    full = list(EpochSampler(9, seed=5, world=1, rank=0))
+    assert odd[0] == full[0::2] and odd[1] == full[1::2] + [full[0]]  # padded like DistributedSampler

@@ -2,7 +2,8 @@
 
 The training order is seeded per epoch and restartable mid-epoch (`epoch_sampler`), so a resumed run
 sees the same batches as an uninterrupted one; a training set with per-sample weights (a mixture of
-robot datasets) is drawn with replacement in proportion to the weights.
+robot datasets) is drawn with replacement in proportion to the weights. Both loaders shard themselves
+across data-parallel ranks (Lightning's `use_distributed_sampler` is off in vlx's trainers).
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from vlx.data.collate import Collator
 from vlx.errors import ConfigError
 from vlx.model import VisionLanguageModel
 from vlx.registry import DATASETS
-from vlx.training.epoch_sampler import EpochSampler, ResumableDataLoader
+from vlx.training.epoch_sampler import EpochSampler, ResumableDataLoader, data_parallel_rank
 
 
 def build_dataset(cfg: Mapping[str, Any], where: str, model: VisionLanguageModel, training: bool) -> Dataset:
@@ -69,4 +70,6 @@ class VlxDataModule(L.LightningDataModule):
         if self.val_set is None:
             return []
         generator = torch.Generator().manual_seed(self.seed)  # never draws from the global RNG (exact resume)
-        return DataLoader(self.val_set, shuffle=False, generator=generator, **self._options())
+        world, rank = data_parallel_rank()
+        sampler = DistributedSampler(self.val_set, world, rank, shuffle=False) if world > 1 else None
+        return DataLoader(self.val_set, sampler=sampler, generator=generator, **self._options())

@@ -6,7 +6,10 @@ how many epochs ran in this process. `ResumableDataLoader` counts the batches it
 `state_dict()` (epoch, batches) goes into Lightning's checkpoint (Lightning saves and restores the state
 of any train loader with `state_dict`/`load_state_dict`), and after `load_state_dict` the next iteration
 continues with the first batch not yet trained on. Worker processes get seeds from a generator seeded
-the same way, so they too start each epoch identically.
+the same way, so they too start each epoch identically. Under data parallelism each rank takes every
+`world`-th index of the epoch's order (padded to a multiple of `world`, as torch's DistributedSampler
+does), so step k of N ranks trains on exactly the samples of step k of one process with an N-times
+larger batch; vlx therefore turns off Lightning's own sampler replacement.
 """
 
 from __future__ import annotations
@@ -25,13 +28,29 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
 
 
-class EpochSampler(Sampler[int]):
-    """Indices of one epoch from `epoch_generator(seed, epoch)`; `weights` switch to a weighted draw."""
+def data_parallel_rank() -> tuple[int, int]:
+    """(world size, rank) of the initialised process group, or (1, 0)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size(), torch.distributed.get_rank()
+    return 1, 0
 
-    def __init__(self, size: int, seed: int, weights: torch.Tensor | None = None) -> None:
+
+class EpochSampler(Sampler[int]):
+    """This rank's indices of one epoch from `epoch_generator(seed, epoch)`; `weights` switch to a weighted draw.
+
+    `world` and `rank` default to the process group's (or 1 and 0) when the sampler is used.
+    """
+
+    def __init__(self, size: int, seed: int, weights: torch.Tensor | None = None, world: int | None = None,
+                 rank: int | None = None) -> None:
         self.size, self.seed = int(size), int(seed)
         self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.double)
         self.epoch, self.start = 0, 0
+        self._world, self._rank = world, rank
+
+    def _shard(self) -> tuple[int, int]:
+        world, rank = data_parallel_rank()
+        return (self._world or world), (rank if self._rank is None else self._rank)
 
     def set_epoch(self, epoch: int) -> None:
         """Called by Lightning before each epoch; a new epoch starts from its first index."""
@@ -47,17 +66,24 @@ class EpochSampler(Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         start, self.start = self.start, 0  # a restored position applies to one iteration only
-        yield from self.order(self.epoch)[start:].tolist()
+        world, rank = self._shard()
+        order = self.order(self.epoch)  # (size,)
+        if world > 1:
+            padded = torch.cat([order, order[: len(self) * world - self.size]])  # (len × world,)
+            order = padded[rank::world]  # (len,)
+        yield from order[start:].tolist()
 
     def __len__(self) -> int:
-        return self.size  # always the whole epoch: Lightning counts the batches of a resumed epoch itself
+        world, _ = self._shard()  # always the whole epoch: Lightning counts the batches of a resumed epoch itself
+        return -(-self.size // world)
 
 
 class ResumableDataLoader(DataLoader):
     """A DataLoader over an `EpochSampler` whose position inside the epoch is saved and restored."""
 
     def __init__(self, dataset: Dataset, sampler: EpochSampler, **kwargs: Any) -> None:
-        super().__init__(dataset, sampler=sampler, generator=torch.Generator(), **kwargs)
+        kwargs.setdefault("generator", torch.Generator())  # reseeded per epoch; never the global RNG
+        super().__init__(dataset, sampler=sampler, **kwargs)
         self.batches = 0  # batches handed out in the current epoch
 
     def __iter__(self) -> Iterator[Any]:

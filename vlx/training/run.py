@@ -123,7 +123,7 @@ def train_stage(cfg: dict[str, Any], name: str, model: VisionLanguageModel, outp
         "accumulate_grad_batches": accumulation(cfg["trainer"], stage, where),
         "gradient_clip_val": stage["max_grad_norm"], "check_val_every_n_epoch": stage["val_every_n_epochs"],
         "logger": logger, "callbacks": callbacks, "default_root_dir": str(output_dir), "enable_checkpointing": False,
-        "plugins": [checkpoint_io],
+        "plugins": [checkpoint_io], "use_distributed_sampler": False,  # the loaders shard themselves (exact resume)
     }, where), limit_val_batches=cfg["trainer"].get("limit_val_batches", 1.0) if val else 0)
     if isinstance(logger, WandbLogger):
         logger.log_hyperparams({**cfg, "stage_name": name, "parameters": model.parameter_counts()})
