@@ -176,10 +176,10 @@ class ResumeCheckpoints(L.Callback):
         if step == self._step_seen:
             return  # inside a gradient-accumulation window: no optimiser step yet
         self._step_seen = step
-        signum = self.preemption.signum
-        if signum is None and not (self.every > 0 and step % self.every == 0):
+        if self.preemption.signum is None and not (self.every > 0 and step % self.every == 0):
             return
         path = self.save(trainer)
+        signum = self.preemption.signum  # read again: the signal may have come while saving
         if signum is not None:
             raise Preempted(signum, f"{signal.Signals(signum).name} received: stopped stage {self.stage} at step "
                                     f"{step} after saving {path}; continue with resume=true")
