@@ -16,6 +16,7 @@ from vlx.errors import ConfigError
 from vlx.heads.action import vla_question
 from vlx.llm.prompts import IGNORE_INDEX
 from vlx.training.datamodule import VlxDataModule, build_dataset
+from vlx.training.epoch_sampler import EpochSampler
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +84,7 @@ def test_mixture_weights_give_each_source_its_share(vla, demos: Path) -> None:
     assert weights[first].sum() / weights.sum() == pytest.approx(0.75)
     stage = {"data": {"train": cfg}, "batch_size": 4, "num_workers": 0}
     loader = VlxDataModule(vla, stage, "stages.vla").train_dataloader()
-    assert isinstance(loader.sampler, torch.utils.data.WeightedRandomSampler)
+    assert isinstance(loader.sampler, EpochSampler) and torch.equal(loader.sampler.weights, weights.double())
 
 
 def test_errors_name_the_config_key_and_file(vla, demos: Path) -> None:

@@ -109,3 +109,13 @@ def test_reinit_projector_starts_from_a_fresh_projector(stage_cfg, tmp_path):
     fresh = prepare_model(stage_cfg, stage, "stages.finetune", None)
     assert not same(fresh.projector, snapshot(model.projector))
     assert same(fresh.llm, snapshot(model.llm)) and same(fresh.vision, snapshot(model.vision))
+
+
+def test_a_stage_leaves_the_signal_handlers_as_it_found_them(stage_cfg, tmp_path):
+    import signal
+
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGUSR1)}
+    model = prepare_model(stage_cfg, stage_cfg["stages"]["align"], "stages.align", None)
+    train_stage(stage_cfg, "align", model, tmp_path / "run")
+    assert {signum: signal.getsignal(signum) for signum in before} == before
+    assert not (tmp_path / "run" / "resume" / "align").exists()  # dropped once the final checkpoint is written

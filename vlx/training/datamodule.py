@@ -1,7 +1,10 @@
 """The LightningDataModule of a stage: builds its datasets through the registry and batches them.
 
-A training set with per-sample weights (a mixture of robot datasets) is drawn with a weighted sampler.
-With a GPU present, batches are collated into pinned memory, so the host-to-device copy can overlap compute.
+The training order is seeded per epoch and restartable mid-epoch (`epoch_sampler`), so a resumed run
+sees the same batches as an uninterrupted one; a training set with per-sample weights (a mixture of
+robot datasets) is drawn with replacement in proportion to the weights. Both loaders shard themselves
+across data-parallel ranks (Lightning's `use_distributed_sampler` is off in vlx's trainers). With a GPU
+present, batches are collated into pinned memory.
 """
 
 from __future__ import annotations
@@ -12,12 +15,13 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, WeightedRandomSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from vlx.data.collate import Collator
 from vlx.errors import ConfigError
 from vlx.model import VisionLanguageModel
 from vlx.registry import DATASETS
+from vlx.training.epoch_sampler import EpochSampler, ResumableDataLoader, data_parallel_rank
 
 
 def build_dataset(cfg: Mapping[str, Any], where: str, model: VisionLanguageModel, training: bool) -> Dataset:
@@ -43,26 +47,31 @@ def build_dataset(cfg: Mapping[str, Any], where: str, model: VisionLanguageModel
 class VlxDataModule(L.LightningDataModule):
     """Train (and optional val) loaders of one stage; datasets are validated when built."""
 
-    def __init__(self, model: VisionLanguageModel, stage: Mapping[str, Any], where: str) -> None:
+    def __init__(self, model: VisionLanguageModel, stage: Mapping[str, Any], where: str, seed: int = 0) -> None:
         super().__init__()
+        self.seed = int(seed)
         data = stage["data"]
         self.train_set = build_dataset(data["train"], f"{where}.data.train", model, training=True)
         self.val_set = build_dataset(data["val"], f"{where}.data.val", model, training=False) if data.get("val") else None
         self.batch_size, self.num_workers = int(stage["batch_size"]), int(stage["num_workers"])
         self.collate = Collator(model.tokenizer.pad_token_id)
 
-    def _loader(self, dataset: Dataset, shuffle: bool, sampler: Sampler | None = None) -> DataLoader:
-        return DataLoader(
-            dataset, batch_size=self.batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
-            collate_fn=self.collate, num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
-        )
+    def _options(self) -> dict[str, Any]:
+        return {"batch_size": self.batch_size, "collate_fn": self.collate, "num_workers": self.num_workers,
+                "persistent_workers": self.num_workers > 0,
+                "pin_memory": torch.cuda.is_available()}  # host-to-device copies overlap compute on a GPU
 
     def train_dataloader(self) -> DataLoader:
         weights = self.train_set.sample_weights() if hasattr(self.train_set, "sample_weights") else None
-        if weights is None or bool((weights == weights[0]).all()):
-            return self._loader(self.train_set, shuffle=True)
-        return self._loader(self.train_set, shuffle=True, sampler=WeightedRandomSampler(weights, len(weights)))
+        if weights is not None and bool((weights == weights[0]).all()):
+            weights = None
+        sampler = EpochSampler(len(self.train_set), self.seed, weights)
+        return ResumableDataLoader(self.train_set, sampler, **self._options())
 
     def val_dataloader(self) -> DataLoader | list[DataLoader]:
-        return self._loader(self.val_set, shuffle=False) if self.val_set is not None else []
+        if self.val_set is None:
+            return []
+        generator = torch.Generator().manual_seed(self.seed)  # never draws from the global RNG (exact resume)
+        world, rank = data_parallel_rank()
+        sampler = DistributedSampler(self.val_set, world, rank, shuffle=False) if world > 1 else None
+        return DataLoader(self.val_set, sampler=sampler, generator=generator, **self._options())

@@ -2,7 +2,9 @@
 
 Logs `train/loss`, `train/lr`, `val/loss` and the head's metrics under `train/` and `val/` (text:
 `token_accuracy`; actions: `action_accuracy`, `action_l1`). A non-finite
-loss stops training at the step it happens, naming the step and the batch's sample ids.
+loss stops training at the step it happens with a `NonFiniteLossError` naming the stage, the step and
+the batch's sample ids; with the stage's `on_nonfinite: skip` the batch is skipped instead (no backward
+pass), with a warning, and `train/nonfinite_skipped` counts the skipped batches (kept across resumes).
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from typing import Any
 import lightning as L
 import torch
 
-from vlx.errors import VlxError
+from lightning.pytorch.utilities import rank_zero_warn
+
+from vlx.errors import ConfigError, VlxError
 from vlx.model import VisionLanguageModel
 from vlx.training.optim import build_optimizer, build_schedule
 from vlx.training.throughput import TrainingFlops
@@ -26,29 +30,49 @@ class NonFiniteLossError(VlxError):
 class VlxModule(L.LightningModule):
     """Wraps the model and one stage's optimisation settings."""
 
-    def __init__(self, model: VisionLanguageModel, stage: Mapping[str, Any]) -> None:
+    def __init__(self, model: VisionLanguageModel, stage: Mapping[str, Any], where: str = "stage") -> None:
         super().__init__()
         self.model = model
-        self.stage = dict(stage)
+        self.stage, self.where = dict(stage), where
+        self.on_nonfinite = self.stage.get("on_nonfinite", "stop")
+        if self.on_nonfinite not in ("stop", "skip"):
+            raise ConfigError(f"{where}.on_nonfinite={self.on_nonfinite!r}; expected 'stop' or 'skip'")
+        self.nonfinite_skipped = 0
         self.estimate_flops = TrainingFlops(model)
         self.flops_per_batch = 0  # read by Lightning's ThroughputMonitor after each batch
 
     def on_train_batch_start(self, batch: dict[str, Any], batch_idx: int) -> None:
         self.flops_per_batch = self.estimate_flops(batch)
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+    def nonfinite_message(self, loss: torch.Tensor, batch: dict[str, Any], batch_idx: int) -> str:
+        """Where a non-finite loss happened: stage, optimiser step, epoch, batch and sample ids."""
+        ids = list(batch["ids"])
+        more = f" (+{len(ids) - 8} more)" if len(ids) > 8 else ""
+        return (f"{self.where}: loss is {loss.item()} at step {self.global_step} (epoch {self.current_epoch}, "
+                f"batch {batch_idx}); samples: {', '.join(ids[:8])}{more}")
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         out = self.model(batch)
-        if not torch.isfinite(out.loss):
-            raise NonFiniteLossError(
-                f"loss is {out.loss.item()} at global step {self.global_step} (batch {batch_idx}); "
-                f"samples: {', '.join(batch['ids'][:8])}"
-            )
         size = len(batch["ids"])
+        if not torch.isfinite(out.loss):
+            message = self.nonfinite_message(out.loss, batch, batch_idx)
+            if self.on_nonfinite == "stop":
+                raise NonFiniteLossError(f"{message}; {self.where}.on_nonfinite=skip skips such batches")
+            self.nonfinite_skipped += 1
+            rank_zero_warn(f"{message}; skipped ({self.where}.on_nonfinite=skip, {self.nonfinite_skipped} so far)")
+            self.log("train/nonfinite_skipped", float(self.nonfinite_skipped), batch_size=size)
+            return None  # Lightning skips the backward pass of this batch
         self.log("train/loss", out.loss, prog_bar=True, batch_size=size)
         for name, value in out.metrics.items():
             self.log(f"train/{name}", value, batch_size=size)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], prog_bar=True, batch_size=size)
         return out.loss
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["vlx_nonfinite_skipped"] = self.nonfinite_skipped
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.nonfinite_skipped = int(checkpoint.get("vlx_nonfinite_skipped", 0))
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         out = self.model(batch)

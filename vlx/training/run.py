@@ -4,11 +4,16 @@ For each name in `train.stages` (e.g. `[align, finetune]`), the stage's config s
 which data and prompt format it uses and how it optimises. A stage continues from the previous stage's
 weights in memory, or from `init_from` (a vlx checkpoint directory) when given; the first stage builds
 the model from the parts' sources. Each stage ends with a checkpoint in
-`{output_dir}/checkpoints/{stage}` and is one W&B run in the group `run_name`.
+`{output_dir}/checkpoints/{stage}` and is one W&B run in the group `run_name`. During a stage, resume
+checkpoints go to `{output_dir}/resume/{stage}` (see `resume.py`); with `resume=true` a run continues
+where it stopped: finished stages are loaded from their checkpoints, the interrupted one continues from
+its `last` resume checkpoint (docs/resume.md).
 """
 
 from __future__ import annotations
 
+import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +23,7 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import DictConfig
 
 from vlx.builder import build_model, to_plain
-from vlx.checkpoint import load, save_checkpoint
+from vlx.checkpoint import META, load, save_checkpoint
 from vlx.errors import ConfigError
 from vlx.evaluation import load_questions
 from vlx.model import VisionLanguageModel
@@ -28,6 +33,7 @@ from vlx.training.compilation import compile_parts
 from vlx.training.datamodule import VlxDataModule
 from vlx.training.lora import add_lora, merge_lora
 from vlx.training.module import VlxModule
+from vlx.training.resume import Preempted, Preemption, last_checkpoint, resume_callbacks
 from vlx.training.stages import apply_stage, reinitialise
 from vlx.training.throughput import throughput_monitor
 from vlx.training.strategies import build_strategy, full_parameters, is_sharded
@@ -119,14 +125,20 @@ def build_logger(cfg: dict[str, Any], stage_name: str, output_dir: Path) -> Logg
     )
 
 
-def train_stage(cfg: dict[str, Any], name: str, model: VisionLanguageModel, output_dir: Path) -> Path:
-    """Fit one stage and save its checkpoint; returns the checkpoint directory."""
+def train_stage(cfg: dict[str, Any], name: str, model: VisionLanguageModel, output_dir: Path,
+                preemption: Preemption | None = None, resume_from: Path | None = None) -> Path:
+    """Fit one stage (continuing from the resume checkpoint `resume_from`, if given) and save its checkpoint;
+    returns the checkpoint directory."""
     where = f"stages.{name}"
     batch, accumulate = batch_plan(cfg["trainer"], cfg["stages"][name], where)
     stage = {**cfg["stages"][name], "batch_size": batch}
-    datamodule = VlxDataModule(model, stage, where)
+    if resume_from is None:  # a fresh start: no stale resume state of an earlier run may be continued later
+        shutil.rmtree(output_dir / "resume" / name, ignore_errors=True)
+    datamodule = VlxDataModule(model, stage, where, seed=cfg["seed"])
     logger = build_logger(cfg, name, output_dir)
-    callbacks: list[L.Callback] = [RichProgressBar(leave=True), throughput_monitor()]
+    resuming, checkpoint_io = resume_callbacks(cfg.get("checkpointing") or {}, output_dir / "resume" / name,
+                                               preemption or Preemption(), name)
+    callbacks: list[L.Callback] = [RichProgressBar(leave=True), throughput_monitor(), *resuming]
     val = stage["data"].get("val")
     if val and stage.get("sample_table", 0):
         callbacks.append(SampleTable(load_questions(val["json_path"], val["image_dir"], limit=stage["sample_table"])))
@@ -135,18 +147,20 @@ def train_stage(cfg: dict[str, Any], name: str, model: VisionLanguageModel, outp
         "accumulate_grad_batches": accumulate,
         "gradient_clip_val": stage["max_grad_norm"], "check_val_every_n_epoch": stage["val_every_n_epochs"],
         "logger": logger, "callbacks": callbacks, "default_root_dir": str(output_dir), "enable_checkpointing": False,
+        "plugins": [checkpoint_io], "use_distributed_sampler": False,  # the loaders shard themselves (exact resume)
     }, where)
     arguments["strategy"] = build_strategy(cfg["trainer"].get("strategy"), model)
     trainer = L.Trainer(**arguments, limit_val_batches=cfg["trainer"].get("limit_val_batches", 1.0) if val else 0)
     if isinstance(logger, WandbLogger):
         logger.log_hyperparams({**cfg, "stage_name": name, "parameters": model.parameter_counts()})
-    trainer.fit(VlxModule(model, stage), datamodule=datamodule)
+    trainer.fit(VlxModule(model, stage, where), datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
     merge_lora(model)  # checkpoints hold plain weights
     metrics = {key: float(value) for key, value in trainer.callback_metrics.items() if value.numel() == 1}
     checkpoint = output_dir / "checkpoints" / name
     with full_parameters(trainer):  # every rank takes part in gathering sharded weights; rank 0 writes them
         if trainer.is_global_zero:
             save_checkpoint(model, checkpoint, {"stage": name, "run_name": cfg["run_name"], "metrics": metrics})
+            shutil.rmtree(output_dir / "resume" / name, ignore_errors=True)  # done: the final checkpoint counts
     trainer.strategy.barrier("vlx-checkpoint-saved")
     if isinstance(logger, WandbLogger) and trainer.is_global_zero:
         logger.experiment.summary["checkpoint"] = str(checkpoint)
@@ -163,12 +177,26 @@ def run_training(config: DictConfig | dict[str, Any]) -> dict[str, Path]:
     for name in names:
         if name not in cfg["stages"]:
             raise ConfigError(f"train.stages names {name!r}, but stages has only {', '.join(cfg['stages']) or 'nothing'}")
-    L.seed_everything(cfg["seed"], workers=True)
-    output_dir = Path(cfg["output_dir"])
+    output_dir, resume = Path(cfg["output_dir"]), bool(cfg.get("resume", False))
     model, checkpoints = None, {}
-    for name in names:
-        model = prepare_model(cfg, cfg["stages"][name], f"stages.{name}", model)
-        checkpoints[name] = train_stage(cfg, name, model, output_dir)
-        if is_sharded(cfg["trainer"].get("strategy")):
-            model = load(checkpoints[name])  # the sharding wrappers stay on the trained model; start clean
+    with Preemption() as preemption:
+        for index, name in enumerate(names):
+            final = output_dir / "checkpoints" / name
+            if resume and (final / META).is_file():  # finished before the interruption (saved atomically)
+                print(f"resume: stage {name} is done, loading {final}", file=sys.stderr)
+                model, checkpoints[name] = load(final), final
+                continue
+            L.seed_everything(cfg["seed"] + index, workers=True)  # per stage: a restarted stage replays exactly
+            model = prepare_model(cfg, cfg["stages"][name], f"stages.{name}", model)
+            resume_from = last_checkpoint(output_dir / "resume" / name) if resume else None
+            if resume:
+                where = f"continues from {resume_from}" if resume_from else "starts (no resume checkpoint)"
+                print(f"resume: stage {name} {where}", file=sys.stderr)
+            try:
+                checkpoints[name] = train_stage(cfg, name, model, output_dir, preemption, resume_from)
+            except Preempted as stop:
+                print(f"vlx: {stop.message}", file=sys.stderr)
+                raise
+            if is_sharded(cfg["trainer"].get("strategy")):
+                model = load(checkpoints[name])  # the sharding wrappers stay on the trained model; start clean
     return checkpoints
