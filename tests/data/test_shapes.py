@@ -109,6 +109,15 @@ def test_splits_have_disjoint_ids_and_share_images_between_captions_and_question
     assert not ids["train"] & ids["val"]
 
 
+def test_mixture_holds_every_caption_and_question_once_with_unique_ids(dataset: ShapesDataset) -> None:
+    for split, n in N.items():
+        captions, questions = _load(dataset.captions(split)), _load(dataset.questions(split))
+        mixture = _load(dataset.mixture(split))
+        assert len(mixture) == 2 * n and len({s["id"] for s in mixture}) == 2 * n
+        assert mixture[0::2] == [{**c, "id": f"{c['id']}-caption"} for c in captions]
+        assert mixture[1::2] == questions
+
+
 def test_question_types_are_all_present_and_balanced(dataset: ShapesDataset) -> None:
     meta = _load(dataset.meta)
     for split in N:

@@ -4,7 +4,8 @@ Each image is a small square canvas divided into a 3x3 grid; one to four coloure
 square, triangle in red, green, blue or yellow) sit in distinct cells. Every image yields one
 caption sample (stage-1 "plain" pre-training: the caption lists the shapes in row-major cell order)
 and one single-turn question sample (stage 2: the colour or shape at a position, the position of the
-shape of a colour that occurs once, or the number of shapes), both in the LLaVA conversation JSON format. Question types are
+shape of a colour that occurs once, or the number of shapes), both in the LLaVA conversation JSON format
+(`mix_{split}.json` holds both, for single-stage training). Question types are
 balanced exactly, so the answer a model could give without looking at the image is weak and
 `blind_baseline` measures it. Generation is fully deterministic: the same parameters give
 byte-identical JSON and PNG files, and the "train" and "val" splits come from disjoint random
@@ -50,7 +51,7 @@ QUESTION_TEMPLATES = (
 )
 CAPTION_ITEM = "a {colour} {shape} at the {position}"
 IMAGE_TOKEN = "<image>"
-_FORMAT_VERSION = 2  # bump when the generated files change for the same parameters
+_FORMAT_VERSION = 3  # bump when the generated files change for the same parameters
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,10 @@ class ShapesDataset:
 
     def questions(self, split: str) -> Path:
         return self.root / f"qa_{split}.json"
+
+    def mixture(self, split: str) -> Path:
+        """Captions and questions of the split in one file (single-stage training, as Prismatic's)."""
+        return self.root / f"mix_{split}.json"
 
     @property
     def image_dir(self) -> Path:
@@ -116,6 +121,7 @@ def generate_shapes(
         captions, questions = _generate_split(dataset, split, n, seed, image_size, grid)
         _write_json(dataset.captions(split), captions)
         _write_json(dataset.questions(split), questions)
+        _write_json(dataset.mixture(split), _mixture(captions, questions))
         per_type = Counter(sample["question_type"] for sample in questions)
         counts[split] = {qtype: per_type[qtype] for qtype in QUESTION_TYPES}
     _write_json(dataset.meta, {"params": params, "counts": counts})
@@ -236,6 +242,14 @@ def _shape_box(cell: int, image_size: int, grid: int) -> tuple[int, int, int, in
 def _sample(sample_id: str, image: str, prompt: str, answer: str, question_type: str) -> dict:
     conversations = [{"from": "human", "value": prompt}, {"from": "gpt", "value": answer}]
     return {"id": sample_id, "image": image, "conversations": conversations, "question_type": question_type}
+
+
+def _mixture(captions: list[dict], questions: list[dict]) -> list[dict]:
+    """Each image's caption (id suffixed `-caption`) followed by its question; the loader shuffles."""
+    mixed = []
+    for caption, question in zip(captions, questions, strict=True):
+        mixed += [{**caption, "id": f"{caption['id']}-caption"}, question]
+    return mixed
 
 
 def _write_json(path: Path, data: object) -> None:
