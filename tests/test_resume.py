@@ -79,6 +79,8 @@ def test_signal_saves_at_the_next_step_boundary_and_resume_is_exact(name, train_
     state = AtomicCheckpointIO().load_checkpoint(saved)  # weights_only=True
     assert state["global_step"] == 4
     assert state["callbacks"]["ResumeCheckpoints"]["data"] == {"epoch": 0, "batches": 8}
+    parts = {key.split(".")[1] for key in state["state_dict"]}  # only what trains; the frozen tower is rebuilt
+    assert parts == {"projector", "llm"}
     resume_and_compare(train_args, run, reference, "step-00000004.ckpt")
     assert not (run / "resume" / "finetune").exists()
 

@@ -87,3 +87,19 @@ def test_preemption_records_a_real_signal_and_restores_the_previous_handler():
         os.kill(os.getpid(), signal.SIGTERM)  # recorded, not fatal
         assert preemption.signum == signal.SIGTERM
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_resume_checkpoints_keep_only_trainable_weights_and_must_hold_all_of_them(tiny_model):
+    from vlx.training.module import ResumeError, VlxModule
+    from vlx.training.stages import apply_stage
+
+    apply_stage(tiny_model, ["projector"], "stages.align.trainable")
+    module = VlxModule(tiny_model, {}, "stages.align")
+    checkpoint = {"state_dict": module.state_dict()}
+    module.on_save_checkpoint(checkpoint)
+    expected = {f"model.{n}" for n, p in tiny_model.named_parameters() if p.requires_grad}
+    assert set(checkpoint["state_dict"]) == expected and all(k.startswith("model.projector.") for k in expected)
+    module.on_load_checkpoint(checkpoint)  # complete: fine
+    del checkpoint["state_dict"][sorted(expected)[0]]
+    with pytest.raises(ResumeError, match=r"stages.align: the resume checkpoint lacks 1 trainable weights \(model\.projector\."):
+        module.on_load_checkpoint(checkpoint)

@@ -17,7 +17,7 @@ import torch
 
 from lightning.pytorch.utilities import rank_zero_warn
 
-from vlx.errors import ConfigError, VlxError
+from vlx.errors import CheckpointError, ConfigError, VlxError
 from vlx.model import VisionLanguageModel
 from vlx.training.optim import build_optimizer, build_schedule
 from vlx.training.throughput import TrainingFlops
@@ -25,6 +25,10 @@ from vlx.training.throughput import TrainingFlops
 
 class NonFiniteLossError(VlxError):
     """The loss became NaN or infinite."""
+
+
+class ResumeError(CheckpointError):
+    """A resume checkpoint does not fit the stage being resumed."""
 
 
 class VlxModule(L.LightningModule):
@@ -38,11 +42,29 @@ class VlxModule(L.LightningModule):
         if self.on_nonfinite not in ("stop", "skip"):
             raise ConfigError(f"{where}.on_nonfinite={self.on_nonfinite!r}; expected 'stop' or 'skip'")
         self.nonfinite_skipped = 0
+        self.strict_loading = False  # resume checkpoints leave out frozen weights (on_save_checkpoint)
         self.estimate_flops = TrainingFlops(model)
         self.flops_per_batch = 0  # read by Lightning's ThroughputMonitor after each batch
 
     def on_train_batch_start(self, batch: dict[str, Any], batch_idx: int) -> None:
         self.flops_per_batch = self.estimate_flops(batch)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Resume checkpoints hold only the weights that train: frozen ones (a 7B LLM during `align`, the
+        vision towers) come back from where the stage started, which a resumed run rebuilds the same way."""
+        trainable = {f"model.{name}" for name, p in self.model.named_parameters() if p.requires_grad}
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+        checkpoint["vlx_nonfinite_skipped"] = self.nonfinite_skipped
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Every trainable weight must be in a resume checkpoint; the frozen ones are expected to be absent."""
+        trainable = {f"model.{name}" for name, p in self.model.named_parameters() if p.requires_grad}
+        missing = sorted(trainable - set(checkpoint["state_dict"]))
+        if missing:
+            raise ResumeError(f"{self.where}: the resume checkpoint lacks {len(missing)} trainable weights "
+                              f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); was it written "
+                              "by a stage that trained other parts?")
+        self.nonfinite_skipped = int(checkpoint.get("vlx_nonfinite_skipped", 0))
 
     def nonfinite_message(self, loss: torch.Tensor, batch: dict[str, Any], batch_idx: int) -> str:
         """Where a non-finite loss happened: stage, optimiser step, epoch, batch and sample ids."""
@@ -67,12 +89,6 @@ class VlxModule(L.LightningModule):
             self.log(f"train/{name}", value, batch_size=size)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], prog_bar=True, batch_size=size)
         return out.loss
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["vlx_nonfinite_skipped"] = self.nonfinite_skipped
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.nonfinite_skipped = int(checkpoint.get("vlx_nonfinite_skipped", 0))
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         out = self.model(batch)
