@@ -64,6 +64,8 @@ def test_strings_pass_through_and_names_are_checked(tiny_model):
         build_strategy({"name": "fsdp", "sharding_strategy": "FULL"}, tiny_model)
     with pytest.raises(ConfigError, match=r"trainer.strategy.frozen_dtype='bf16'; expected one of float32"):
         build_strategy({"name": "fsdp", "frozen_dtype": "bf16"}, tiny_model)
+    with pytest.raises(ConfigError, match=r"trainer.strategy.name=fsdp needs GPUs .* on a CPU use trainer=ddp"):
+        build_strategy({"name": "fsdp"}, tiny_model, accelerator="cpu")
     assert is_sharded({"name": "fsdp"}) and is_sharded("deepspeed_stage_3") and not is_sharded({"name": "ddp"})
     assert not is_sharded(None) and not is_sharded("auto")
 

@@ -149,7 +149,8 @@ def train_stage(cfg: dict[str, Any], name: str, model: VisionLanguageModel, outp
         "logger": logger, "callbacks": callbacks, "default_root_dir": str(output_dir), "enable_checkpointing": False,
         "plugins": [checkpoint_io], "use_distributed_sampler": False,  # the loaders shard themselves (exact resume)
     }, where)
-    arguments["strategy"] = build_strategy(cfg["trainer"].get("strategy"), model)
+    arguments["strategy"] = build_strategy(cfg["trainer"].get("strategy"), model,
+                                           accelerator=cfg["trainer"].get("accelerator"))
     trainer = L.Trainer(**arguments, limit_val_batches=cfg["trainer"].get("limit_val_batches", 1.0) if val else 0)
     if isinstance(logger, WandbLogger):
         logger.log_hyperparams({**cfg, "stage_name": name, "parameters": model.parameter_counts()})

@@ -74,12 +74,16 @@ def cast_frozen(model: nn.Module, dtype: torch.dtype) -> list[str]:
     return cast
 
 
-def build_strategy(spec: str | Mapping[str, Any] | None, model: VisionLanguageModel, where: str = "trainer.strategy") -> str | Strategy:
+def build_strategy(spec: str | Mapping[str, Any] | None, model: VisionLanguageModel, where: str = "trainer.strategy",
+                   accelerator: str | None = None) -> str | Strategy:
     """Lightning's `strategy` argument for `spec` (see the module docstring)."""
     if spec is None or isinstance(spec, str):
         return spec or "auto"
     settings = dict(spec)
     name = settings.pop("name", None)
+    if name in ("fsdp", "deepspeed") and accelerator == "cpu":
+        raise ConfigError(f"{where}.name={name} needs GPUs (Lightning runs it on CUDA only), but trainer.accelerator=cpu;"
+                          " on a CPU use trainer=ddp")
     frozen_dtype = settings.pop("frozen_dtype", None)
     if frozen_dtype is not None:
         if frozen_dtype not in DTYPES:
