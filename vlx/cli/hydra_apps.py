@@ -90,6 +90,11 @@ def sweep_objective(checkpoint: Path, objective: str, sweeper_target: str) -> fl
     return None
 
 
+def sets_run_name(override: str) -> bool:
+    """Whether a command-line override sets `run_name` (`run_name=X`, `+run_name=X`, `~run_name`)."""
+    return override.split("=", 1)[0].lstrip("+~") == "run_name"
+
+
 def relaunch_argv(overrides: list[str], run_name: str) -> list[str]:
     """The `sys.argv` Lightning's DDP launcher re-runs in each extra local process: this `vlx train` job.
 
@@ -99,14 +104,14 @@ def relaunch_argv(overrides: list[str], run_name: str) -> list[str]:
     trains the same config under the same name.
     """
     main = Path(__file__).resolve().parent.parent / "__main__.py"
-    kept = [o for o in overrides if not o.split("=", 1)[0].lstrip("+~") == "run_name"]
+    kept = [o for o in overrides if not sets_run_name(o)]
     return [str(main), "train", *kept, f"run_name={run_name}"]
 
 
 def check_run_name_agreed(overrides: list[str], environ: dict[str, str], where: str = "run_name") -> None:
     """Several processes started by torchrun or srun must be told the run name: the default is a timestamp."""
     processes = int(environ.get("WORLD_SIZE") or environ.get("SLURM_NTASKS") or 1)
-    if processes > 1 and not any(o.split("=", 1)[0].lstrip("+~") == "run_name" for o in overrides):
+    if processes > 1 and not any(sets_run_name(o) for o in overrides):
         raise ConfigError(f"{processes} processes train this run (WORLD_SIZE/SLURM_NTASKS): give {where}=NAME on the "
                           "command line, since the default is a timestamp each process would take at another moment")
 

@@ -49,17 +49,20 @@ class VlxModule(L.LightningModule):
     def on_train_batch_start(self, batch: dict[str, Any], batch_idx: int) -> None:
         self.flops_per_batch = self.estimate_flops(batch)
 
+    def trainable_keys(self) -> set[str]:
+        """State-dict keys of the weights this stage trains."""
+        return {f"model.{name}" for name, p in self.model.named_parameters() if p.requires_grad}
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Resume checkpoints hold only the weights that train: frozen ones (a 7B LLM during `align`, the
         vision towers) come back from where the stage started, which a resumed run rebuilds the same way."""
-        trainable = {f"model.{name}" for name, p in self.model.named_parameters() if p.requires_grad}
+        trainable = self.trainable_keys()
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
         checkpoint["vlx_nonfinite_skipped"] = self.nonfinite_skipped
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Every trainable weight must be in a resume checkpoint; the frozen ones are expected to be absent."""
-        trainable = {f"model.{name}" for name, p in self.model.named_parameters() if p.requires_grad}
-        missing = sorted(trainable - set(checkpoint["state_dict"]))
+        missing = sorted(self.trainable_keys() - set(checkpoint["state_dict"]))
         if missing:
             raise ResumeError(f"{self.where}: the resume checkpoint lacks {len(missing)} trainable weights "
                               f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); was it written "
