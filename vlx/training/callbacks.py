@@ -4,6 +4,8 @@
 `wandb.Table` (image, question, target, prediction) as `val/samples`, so a researcher sees on the
 dashboard what the model says, not only its loss. Offline W&B runs lose the images inside tables
 (wandb issue #4611), so the same samples are also logged as captioned images (`val/sample_images`).
+Under FSDP and DeepSpeed the table is skipped (with a warning): generating outside the sharded root's
+forward would read sharded parameters.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy
+from lightning.pytorch.utilities import rank_zero_warn
 
 from vlx.evaluation import evaluate_vqa
 
@@ -27,6 +31,11 @@ class SampleTable(L.Callback):
             return
         loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
         if not loggers:
+            return
+        if isinstance(trainer.strategy, (FSDPStrategy, DeepSpeedStrategy)):
+            rank_zero_warn("val/samples is not logged under a sharded strategy (FSDP, DeepSpeed): generating "
+                           "would read sharded parameters; `vlx eval` the stage's checkpoint instead")
+            self.samples = []
             return
         import wandb
 

@@ -15,6 +15,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities import rank_zero_warn
 
 from vlx.errors import CheckpointError, ConfigError, VlxError
@@ -99,6 +100,15 @@ class VlxModule(L.LightningModule):
         self.log("val/loss", out.loss, prog_bar=True, batch_size=size, sync_dist=True)
         for name, value in out.metrics.items():
             self.log(f"val/{name}", value, prog_bar=True, batch_size=size, sync_dist=True)
+
+    def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
+                                    gradient_clip_algorithm: str | None = None) -> None:
+        """Clip by the global gradient norm; under FSDP through the sharded root's `clip_grad_norm_`, which takes
+        the norm over every rank's shards (Lightning's own clipping refuses norm clipping under FSDP)."""
+        if gradient_clip_val and isinstance(self.trainer.strategy, FSDPStrategy):
+            self.trainer.strategy.model.clip_grad_norm_(gradient_clip_val)
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = build_optimizer(self.model, self.stage)
