@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_model, save_file
 
 from vlx.builder import build_model
 from vlx.data.action_stats import stats_from_table, stats_table
@@ -33,6 +34,22 @@ CONFIG, WEIGHTS, TOKENIZER, META = "config.yaml", "model.safetensors", "tokenize
 ACTION_STATS = "action_stats.json"
 
 
+def weights_to_save(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict as safetensors takes it: one name per group of tied tensors (what `save_model` writes, so
+    `load_model` accepts the file) and each tensor in memory of its own (views into a larger buffer, such as
+    FSDP's flat parameters, are copied: safetensors refuses them)."""
+    tensors: dict[str, torch.Tensor] = {}
+    seen: set[tuple[Any, ...]] = set()
+    for name, tensor in state.items():
+        key = (tensor.device, tensor.data_ptr(), tensor.dtype, tuple(tensor.shape), tensor.stride())
+        if key in seen:  # tied to a tensor saved already (e.g. an LM head sharing the embeddings)
+            continue
+        seen.add(key)
+        whole = tensor.is_contiguous() and tensor.untyped_storage().nbytes() == tensor.numel() * tensor.element_size()
+        tensors[name] = tensor.detach() if whole else tensor.detach().clone(memory_format=torch.contiguous_format)
+    return tensors
+
+
 def checkpoint_config(model: VisionLanguageModel) -> dict[str, Any]:
     """The model's config with parts rebuilt from their exact architectures, not their sources."""
     config = dict(model.config)
@@ -41,15 +58,21 @@ def checkpoint_config(model: VisionLanguageModel) -> dict[str, Any]:
     return config
 
 
-def save_checkpoint(model: VisionLanguageModel, directory: str | Path, metadata: dict[str, Any] | None = None) -> Path:
-    """Write `model` as a self-contained checkpoint directory (atomically replaced) and return its path."""
+def save_checkpoint(model: VisionLanguageModel, directory: str | Path, metadata: dict[str, Any] | None = None,
+                    weights: Mapping[str, torch.Tensor] | None = None) -> Path:
+    """Write `model` as a self-contained checkpoint directory (atomically replaced) and return its path.
+
+    `weights` replaces `model.state_dict()` where the model's own tensors are not whole (gathered from FSDP
+    shards); `metadata` goes into `vlx.json` and may replace its `parameters` counts likewise.
+    """
     target = Path(directory)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     OmegaConf.save(OmegaConf.create(checkpoint_config(model)), staging / CONFIG)
-    save_model(model, str(staging / WEIGHTS))
+    save_file(weights_to_save(model.state_dict() if weights is None else weights), str(staging / WEIGHTS),
+              metadata={"format": "pt"})
     model.tokenizer.save_pretrained(staging / TOKENIZER)
     if model.action_stats:
         (staging / ACTION_STATS).write_text(json.dumps(stats_table(model.action_stats), indent=2))

@@ -70,6 +70,30 @@ def test_strings_pass_through_and_names_are_checked(tiny_model):
     assert not is_sharded(None) and not is_sharded("auto")
 
 
+def test_configurations_that_would_lose_weights_are_refused(tiny_model):
+    with pytest.raises(ConfigError, match=r"trainer.strategy.name=fsdp on one device has nothing to shard .*"
+                                          r"use trainer=gpu") as refused:
+        build_strategy({"name": "fsdp"}, tiny_model, accelerator="gpu", world_size=1)
+    assert refused.value.kind == "strategy"
+    with pytest.raises(ConfigError, match=r"sharding_strategy=NO_SHARD replicates every weight, which is DDP"):
+        build_strategy({"name": "fsdp", "sharding_strategy": "NO_SHARD"}, tiny_model, world_size=8)
+    with pytest.raises(ConfigError, match=r"trainer.strategy.stage=3 shards the parameters.*use trainer=fsdp"):
+        build_strategy({"name": "deepspeed", "stage": 3}, tiny_model, world_size=8)
+    with pytest.raises(ConfigError, match=r"trainer.strategy='deepspeed_stage_3': give sharded strategies as vlx's"):
+        build_strategy("deepspeed_stage_3", tiny_model)
+    assert {p.dtype for p in tiny_model.parameters()} == {torch.float32}  # refused before frozen parts are cast
+    assert isinstance(build_strategy({"name": "fsdp", "frozen_dtype": None}, tiny_model, world_size=2), FSDPStrategy)
+
+
+def test_lora_under_a_sharded_strategy_is_refused_before_training(tiny_cfg, tmp_path):
+    from vlx.training.run import run_training
+
+    cfg = to_plain(compose(["recipe=llava-tiny", "logger=none", "trainer=fsdp", "train.stages=[finetune]",
+                            "+stages.finetune.lora={r: 4}", f"output_dir={tmp_path}"]))
+    with pytest.raises(ConfigError, match=r"stages.finetune.lora under a sharded trainer.strategy .*use trainer=ddp"):
+        run_training(cfg)
+
+
 def test_deepspeed_without_the_extra_is_a_config_error(tiny_model):
     pytest.importorskip("lightning")
     try:

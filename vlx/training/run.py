@@ -36,7 +36,7 @@ from vlx.training.module import VlxModule
 from vlx.training.resume import Preempted, Preemption, last_checkpoint, resume_callbacks
 from vlx.training.stages import apply_stage, reinitialise
 from vlx.training.throughput import throughput_monitor
-from vlx.training.strategies import build_strategy, full_parameters, is_sharded
+from vlx.training.strategies import build_strategy, gathered_weights, is_sharded
 
 
 def prepare_model(cfg: dict[str, Any], stage: dict[str, Any], where: str, previous: VisionLanguageModel | None) -> VisionLanguageModel:
@@ -149,19 +149,24 @@ def train_stage(cfg: dict[str, Any], name: str, model: VisionLanguageModel, outp
         "logger": logger, "callbacks": callbacks, "default_root_dir": str(output_dir), "enable_checkpointing": False,
         "plugins": [checkpoint_io], "use_distributed_sampler": False,  # the loaders shard themselves (exact resume)
     }, where)
-    arguments["strategy"] = build_strategy(cfg["trainer"].get("strategy"), model,
-                                           accelerator=cfg["trainer"].get("accelerator"))
+    devices = device_count(cfg["trainer"])
+    arguments["strategy"] = build_strategy(
+        cfg["trainer"].get("strategy"), model, accelerator=cfg["trainer"].get("accelerator"),
+        world_size=devices * int(cfg["trainer"].get("num_nodes", 1)) if isinstance(devices, int) and devices > 0 else None)
     trainer = L.Trainer(**arguments, limit_val_batches=cfg["trainer"].get("limit_val_batches", 1.0) if val else 0)
     if isinstance(logger, WandbLogger):
         logger.log_hyperparams({**cfg, "stage_name": name, "parameters": model.parameter_counts()})
+    counts = model.parameter_counts()  # before FSDP wraps the model (its wrapped parameters do not count right)
     trainer.fit(VlxModule(model, stage, where), datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
     merge_lora(model)  # checkpoints hold plain weights
     metrics = {key: float(value) for key, value in trainer.callback_metrics.items() if value.numel() == 1}
     checkpoint = output_dir / "checkpoints" / name
-    with full_parameters(trainer):  # every rank takes part in gathering sharded weights; rank 0 writes them
-        if trainer.is_global_zero:
-            save_checkpoint(model, checkpoint, {"stage": name, "run_name": cfg["run_name"], "metrics": metrics})
-            shutil.rmtree(output_dir / "resume" / name, ignore_errors=True)  # done: the final checkpoint counts
+    weights = gathered_weights(trainer)  # every rank takes part in gathering sharded weights; rank 0 writes them
+    if trainer.is_global_zero:
+        save_checkpoint(model, checkpoint, {"stage": name, "run_name": cfg["run_name"], "metrics": metrics,
+                                            "parameters": counts if weights is not None else model.parameter_counts()},
+                        weights=weights)
+        shutil.rmtree(output_dir / "resume" / name, ignore_errors=True)  # done: the final checkpoint counts
     trainer.strategy.barrier("vlx-checkpoint-saved")
     if isinstance(logger, WandbLogger) and trainer.is_global_zero:
         logger.experiment.summary["checkpoint"] = str(checkpoint)
@@ -178,6 +183,9 @@ def run_training(config: DictConfig | dict[str, Any]) -> dict[str, Path]:
     for name in names:
         if name not in cfg["stages"]:
             raise ConfigError(f"train.stages names {name!r}, but stages has only {', '.join(cfg['stages']) or 'nothing'}")
+        if cfg["stages"][name].get("lora") and is_sharded(cfg["trainer"].get("strategy")):
+            raise ConfigError(f"stages.{name}.lora under a sharded trainer.strategy (FSDP, DeepSpeed): merging the "
+                              "adapters into the weights needs them whole; use trainer=ddp (LoRA's optimizer state is small)", kind="strategy")
     output_dir, resume = Path(cfg["output_dir"]), bool(cfg.get("resume", False))
     model, checkpoints = None, {}
     with Preemption() as preemption:

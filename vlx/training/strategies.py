@@ -13,8 +13,7 @@ parts stay fp32 (so a vision tower trained by the `full` stage keeps fp32 master
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import Any
 
 import lightning as L
@@ -27,7 +26,7 @@ from vlx.model import VisionLanguageModel
 from vlx.registry import check_arguments
 from vlx.vision.base import VisionBackbone
 
-SHARDING = ("FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD", "HYBRID_SHARD")
+SHARDING = ("FULL_SHARD", "SHARD_GRAD_OP", "HYBRID_SHARD")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -75,15 +74,25 @@ def cast_frozen(model: nn.Module, dtype: torch.dtype) -> list[str]:
 
 
 def build_strategy(spec: str | Mapping[str, Any] | None, model: VisionLanguageModel, where: str = "trainer.strategy",
-                   accelerator: str | None = None) -> str | Strategy:
-    """Lightning's `strategy` argument for `spec` (see the module docstring)."""
+                   accelerator: str | None = None, world_size: int | None = None) -> str | Strategy:
+    """Lightning's `strategy` argument for `spec` (see the module docstring); `world_size` is the number of
+    processes (devices × nodes) where known."""
     if spec is None or isinstance(spec, str):
+        if is_sharded(spec):
+            raise ConfigError(f"{where}={spec!r}: give sharded strategies as vlx's config node (trainer=fsdp, "
+                              "trainer=deepspeed), which sets the wrap policy and gathers weights for checkpoints", kind="strategy")
         return spec or "auto"
     settings = dict(spec)
     name = settings.pop("name", None)
     if name in ("fsdp", "deepspeed") and accelerator == "cpu":
         raise ConfigError(f"{where}.name={name} needs GPUs (Lightning runs it on CUDA only), but trainer.accelerator=cpu;"
                           " on a CPU use trainer=ddp")
+    if name == "fsdp" and world_size == 1:  # PyTorch turns FSDP into NO_SHARD there (refused in _fsdp)
+        raise ConfigError(f"{where}.name=fsdp on one device has nothing to shard (trainer.devices × "
+                          "trainer.num_nodes = 1); on one GPU use trainer=gpu", kind="strategy")
+    if name == "deepspeed" and settings.get("stage") == 3:  # vlx gathers sharded weights under FSDP only
+        raise ConfigError(f"{where}.stage=3 shards the parameters, and vlx cannot yet gather them from DeepSpeed "
+                          "for its checkpoints: use trainer=fsdp (or stage 2)", kind="strategy")
     frozen_dtype = settings.pop("frozen_dtype", None)
     if frozen_dtype is not None:
         if frozen_dtype not in DTYPES:
@@ -106,6 +115,9 @@ def build_strategy(spec: str | Mapping[str, Any] | None, model: VisionLanguageMo
 
 def _fsdp(model: VisionLanguageModel, settings: dict[str, Any], where: str) -> FSDPStrategy:
     sharding = settings.pop("sharding_strategy", "FULL_SHARD")
+    if sharding == "NO_SHARD":  # deprecated by PyTorch, and its full state dict loses the root unit's frozen weights
+        raise ConfigError(f"{where}.sharding_strategy=NO_SHARD replicates every weight, which is DDP: use trainer=ddp "
+                          "(under FSDP's NO_SHARD the checkpoint would miss frozen embeddings)", kind="strategy")
     if sharding not in SHARDING:
         raise ConfigError(f"{where}.sharding_strategy={sharding!r}; expected one of {', '.join(SHARDING)}")
     checkpointing = bool(settings.pop("activation_checkpointing", True))
@@ -125,17 +137,25 @@ def is_sharded(spec: str | Mapping[str, Any] | None) -> bool:
     return bool(name) and str(name).split("_")[0] in ("fsdp", "deepspeed")
 
 
-@contextmanager
-def full_parameters(trainer: L.Trainer) -> Iterator[None]:
-    """Inside, the model's parameters hold their full values on rank 0 (FSDP gathers them; others: no-op).
+def gathered_weights(trainer: L.Trainer) -> dict[str, torch.Tensor] | None:
+    """The stage model's full weights, named as in `VisionLanguageModel.state_dict()`, when the strategy shards
+    them (FSDP), gathered by FSDP's own full-state-dict machinery onto rank 0's CPU (other ranks get `{}`).
 
-    Every rank must enter (gathering is a collective); only rank 0 should read the parameters.
+    Every rank must call it (gathering is a collective). None where each rank holds whole weights (the
+    model's own state dict is right). The wrapped model's `state_dict()` is not: FSDP keeps the outermost
+    unit's parameters (embeddings, final norm, LM head) as plain tensors after a forward pass, so they vanish.
     """
     if not isinstance(trainer.strategy, FSDPStrategy):
-        yield
-        return
-    from torch.distributed.fsdp import FullyShardedDataParallel
+        return None
+    return fsdp_full_state_dict(trainer.strategy.model, prefix="model.")  # VlxModule.model
 
-    with FullyShardedDataParallel.summon_full_params(trainer.strategy.model, writeback=False, rank0_only=True,
-                                                     offload_to_cpu=True):
-        yield
+
+def fsdp_full_state_dict(root: nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
+    """The full state dict of an FSDP root on rank 0 (CPU tensors; `{}` elsewhere), keys under `prefix` with the
+    prefix removed."""
+    from torch.distributed.fsdp import FullStateDictConfig, FullyShardedDataParallel, StateDictType
+
+    config = FullStateDictConfig(offload_to_cpu=True, rank0_only=True)
+    with FullyShardedDataParallel.state_dict_type(root, StateDictType.FULL_STATE_DICT, config):
+        state = root.state_dict()
+    return {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
