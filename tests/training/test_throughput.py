@@ -39,3 +39,13 @@ def test_batch_counts_are_samples_and_unpadded_tokens(tiny_model, shapes):
     assert samples_in(batch) == 4
     assert tokens_in(batch) == int(batch["attention_mask"].sum()) < batch["input_ids"].numel()
     assert tokens_in(batch) > 4 * tiny_model.vision.num_patches  # image tokens are counted
+
+
+def test_dense_bf16_peak_covers_gpus_lightning_does_not_name():
+    from lightning.fabric.utilities.throughput import _CUDA_FLOPS
+
+    from vlx.training.throughput import dense_bf16_peak
+
+    assert "nvidia h200" not in _CUDA_FLOPS  # what an H200 calls itself (seen 2026-11-27): Lightning has no MFU for it
+    assert dense_bf16_peak("NVIDIA H200") == 989e12 and dense_bf16_peak("NVIDIA H100 80GB HBM3") == 989e12
+    assert dense_bf16_peak("NVIDIA A100-SXM4-80GB") == 312e12 and dense_bf16_peak("Tesla T4") is None

@@ -34,9 +34,9 @@ from vlx.data.action_stats import ActionStats
 from vlx.model import VisionLanguageModel
 from vlx.training.optim import build_optimizer
 from vlx.training.stages import apply_stage
+from vlx.training.throughput import dense_bf16_peak
 
 RECIPES = ("prism-dinosiglip-224px-7b", "openvla-7b", "llava-v1.5-7b")
-PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 tensor-core FLOP/s (SXM)
 TEXT, ANSWER = 32, 8  # prompt tokens after the image, supervised tokens at the end
 
 
@@ -110,10 +110,7 @@ def step_flops(model: VisionLanguageModel, trainable: list[str], batch: dict[str
 
 
 def peak_flops(device: str) -> float | None:
-    if not device.startswith("cuda"):
-        return None
-    name = torch.cuda.get_device_name(0)
-    return next((value for key, value in PEAK_BF16.items() if key in name), None)
+    return dense_bf16_peak(torch.cuda.get_device_name(0)) if device.startswith("cuda") else None
 
 
 def measure(work: Workload, batch_size: int, warmup: int, repeats: int, device: str) -> dict[str, Any]:

@@ -8,13 +8,17 @@ QKᵀ and AV (4·L²·d per layer and sequence), times 3 for a part that trains 
 activations, backward for weights), 2 for a frozen part with a trained part before it (activation
 gradients only) and 1 for a frozen part nothing before trains. `tests/training/test_throughput.py`
 checks the estimate against torch's FlopCounterMode. MFU = FLOPs/s ÷ the device's peak
-(`lightning.fabric.utilities.throughput.get_available_flops`; not known for CPUs).
+(`lightning.fabric.utilities.throughput.get_available_flops`; not known for CPUs). Lightning's table lacks
+GPUs that name themselves plainly ("NVIDIA H200"); for those, under bf16, vlx fills in the dense bf16 peak
+from `DENSE_BF16_PEAK` (also the denominator of `vlx bench gpu`'s MFU).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import lightning as L
+import torch
 from lightning.pytorch.callbacks import ThroughputMonitor
 from torch import nn
 
@@ -87,7 +91,27 @@ def _vit_config(tower: nn.Module) -> Any:
     return type("ViTShape", (), {"embed_dim": inner.embed_dim, "depth": len(inner.blocks)})
 
 
+DENSE_BF16_PEAK = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # FLOP/s, SXM datasheets, without sparsity
+
+
+def dense_bf16_peak(device_name: str) -> float | None:
+    """The dense bf16 tensor-core peak of a GPU by its name (`torch.cuda.get_device_name`), if vlx knows it."""
+    return next((value for key, value in DENSE_BF16_PEAK.items() if key in device_name), None)
+
+
+class VlxThroughputMonitor(ThroughputMonitor):
+    """Lightning's monitor, with the peak of bf16 GPUs its table does not recognise filled in (for MFU)."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        device = trainer.strategy.root_device
+        if self.available_flops is None and device.type == "cuda" and "bf16" in str(trainer.precision):
+            self.available_flops = dense_bf16_peak(torch.cuda.get_device_name(device))
+            for throughput in self._throughputs.values():  # created by super().setup with the unknown peak
+                throughput.available_flops = self.available_flops
+
+
 def throughput_monitor(window_size: int = 20) -> ThroughputMonitor:
     """Lightning's monitor over vlx batches: `train/samples_per_sec`, `train/items_per_sec` (tokens), FLOPs, MFU."""
-    return ThroughputMonitor(batch_size_fn=samples_in, length_fn=tokens_in, window_size=window_size)
+    return VlxThroughputMonitor(batch_size_fn=samples_in, length_fn=tokens_in, window_size=window_size)
 
