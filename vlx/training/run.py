@@ -154,18 +154,18 @@ def train_stage(cfg: dict[str, Any], name: str, model: VisionLanguageModel, outp
         cfg["trainer"].get("strategy"), model, accelerator=cfg["trainer"].get("accelerator"),
         world_size=devices * int(cfg["trainer"].get("num_nodes", 1)) if isinstance(devices, int) and devices > 0 else None)
     trainer = L.Trainer(**arguments, limit_val_batches=cfg["trainer"].get("limit_val_batches", 1.0) if val else 0)
-    if isinstance(logger, WandbLogger):
-        logger.log_hyperparams({**cfg, "stage_name": name, "parameters": model.parameter_counts()})
     counts = model.parameter_counts()  # before FSDP wraps the model (its wrapped parameters do not count right)
+    if isinstance(logger, WandbLogger):
+        logger.log_hyperparams({**cfg, "stage_name": name, "parameters": counts})
     trainer.fit(VlxModule(model, stage, where), datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
     merge_lora(model)  # checkpoints hold plain weights
     metrics = {key: float(value) for key, value in trainer.callback_metrics.items() if value.numel() == 1}
     checkpoint = output_dir / "checkpoints" / name
     weights = gathered_weights(trainer)  # every rank takes part in gathering sharded weights; rank 0 writes them
     if trainer.is_global_zero:
+        counts = counts if weights is not None else model.parameter_counts()  # merged LoRA adapters are gone
         save_checkpoint(model, checkpoint, {"stage": name, "run_name": cfg["run_name"], "metrics": metrics,
-                                            "parameters": counts if weights is not None else model.parameter_counts()},
-                        weights=weights)
+                                            "parameters": counts}, weights=weights)
         shutil.rmtree(output_dir / "resume" / name, ignore_errors=True)  # done: the final checkpoint counts
     trainer.strategy.barrier("vlx-checkpoint-saved")
     if isinstance(logger, WandbLogger) and trainer.is_global_zero:
