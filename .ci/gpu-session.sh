@@ -8,6 +8,10 @@
 #      checkpoints lose frozen weights; tests/training/test_fsdp_checkpoint.py checks the gathering on CPUs.)
 # The GPU machine has torch, lightning, h5py, ...; the packages it lacks or holds in other versions travel as wheels
 # in .whl/ (ignored): hydra-core, omegaconf, antlr4-python3-runtime, transformers, timm, peft. Output goes to $OUT.
+# Fetch them here first (pure-Python wheels; antlr4 4.9.3 exists only as an sdist, so it is built):
+#   pip download -q --no-deps -d .whl transformers==5.24.0 timm==1.0.31 peft==0.21.2 hydra-core==1.3.8 omegaconf==2.3.1
+#   pip wheel -q --no-deps -w .whl antlr4-python3-runtime==4.9.3
+# then call the device tool with carry=[".whl"] and `bash .ci/gpu-session.sh` (about 4 minutes on an H200).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-$(mktemp -d)}"
