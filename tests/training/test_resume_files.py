@@ -70,8 +70,8 @@ def test_fault_variable_is_parsed_strictly():
     from vlx.errors import ConfigError
     from vlx.training.faults import parse_fault
 
-    assert parse_fault(None) is None and parse_fault("SIGKILL-IN-SAVE@4") == ("SIGKILL-IN-SAVE", 4)
-    assert parse_fault("SIGTERM@12") == ("SIGTERM", 12)
+    assert parse_fault(None) is None and parse_fault("SIGKILL-IN-SAVE@4") == ("SIGKILL-IN-SAVE", 4, None)
+    assert parse_fault("SIGTERM@12") == ("SIGTERM", 12, None) and parse_fault("SIGUSR1@3@1") == ("SIGUSR1", 3, 1)
     with pytest.raises(ConfigError, match=r"VLX_FAULT='SIGINT@3': expected SIGTERM@STEP, SIGUSR1@STEP, SIGKILL@STEP"):
         parse_fault("SIGINT@3")
 

@@ -2,7 +2,9 @@
 
 `VLX_FAULT=SIGNAL@STEP` (read only by `vlx train`; documented in docs/resume.md) makes the training
 process send itself SIGNAL (SIGTERM, SIGUSR1 or SIGKILL) just before the first micro-batch after
-optimiser step STEP, i.e. inside a gradient-accumulation window when there is one.
+optimiser step STEP, i.e. inside a gradient-accumulation window when there is one; `SIGNAL@STEP@RANK`
+signals only the process of that global rank (the others learn of it when the ranks agree at the next
+step boundary, as on a cluster where one node is told first).
 `VLX_FAULT=SIGKILL-IN-SAVE@STEP` kills the process with SIGKILL while the resume checkpoint of STEP
 is half written. Nothing here runs unless the variable is set.
 """
@@ -24,23 +26,28 @@ IN_SAVE = "SIGKILL-IN-SAVE"
 KILL_AFTER_BYTES = 4096
 
 
-def parse_fault(value: str | None) -> tuple[str, int] | None:
-    """`(kind, step)` from a `VLX_FAULT` value, None when unset."""
+def parse_fault(value: str | None) -> tuple[str, int, int | None] | None:
+    """`(kind, step, rank or None for every rank)` from a `VLX_FAULT` value, None when unset."""
     if not value:
         return None
-    kind, _, step = value.partition("@")
-    if kind not in (IN_SAVE, "SIGTERM", "SIGUSR1", "SIGKILL") or not step.isdigit():
-        raise ConfigError(f"{ENV}={value!r}: expected SIGTERM@STEP, SIGUSR1@STEP, SIGKILL@STEP or {IN_SAVE}@STEP")
-    return kind, int(step)
+    kind, _, where = value.partition("@")
+    step, _, rank = where.partition("@")
+    if kind not in (IN_SAVE, "SIGTERM", "SIGUSR1", "SIGKILL") or not step.isdigit() or (rank and not rank.isdigit()):
+        raise ConfigError(f"{ENV}={value!r}: expected SIGTERM@STEP, SIGUSR1@STEP, SIGKILL@STEP or {IN_SAVE}@STEP "
+                          "(a signal may add @RANK)")
+    return kind, int(step), int(rank) if rank else None
 
 
 class SignalAtStep(L.Callback):
-    """Send a real signal to this process before the first micro-batch after optimiser step `step`."""
+    """Send a real signal to this process before the first micro-batch after optimiser step `step` (only on
+    global rank `rank`, if given)."""
 
-    def __init__(self, signum: int, step: int) -> None:
-        self.signum, self.step, self.fired = signum, step, False
+    def __init__(self, signum: int, step: int, rank: int | None = None) -> None:
+        self.signum, self.step, self.rank, self.fired = signum, step, rank, False
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        if self.rank is not None and trainer.global_rank != self.rank:
+            return
         if not self.fired and trainer.global_step == self.step:
             self.fired = True
             os.kill(os.getpid(), self.signum)
@@ -91,7 +98,7 @@ def fault_from_env() -> tuple[list[L.Callback], AtomicCheckpointIO]:
     fault = parse_fault(os.environ.get(ENV))
     if fault is None:
         return [], AtomicCheckpointIO()
-    kind, step = fault
+    kind, step, rank = fault
     if kind == IN_SAVE:
         return [], KillDuringSave(step)
-    return [SignalAtStep(signal.Signals[kind], step)], AtomicCheckpointIO()
+    return [SignalAtStep(signal.Signals[kind], step, rank)], AtomicCheckpointIO()

@@ -7,6 +7,8 @@ optimiser-step boundary so no half-accumulated gradient is lost. It then points 
 new checkpoint and keeps the newest `keep`. `Preemption` replaces the SIGTERM/SIGUSR1 handlers with one
 that only records the signal; at the next optimiser-step boundary the callback saves and raises
 `Preempted` (exit status 128 + signal), which the next `vlx train ... resume=true` continues from.
+With several ranks, all of them agree at each step boundary on whether any saw a signal, so they save
+and stop at the same step.
 All writes go through `AtomicCheckpointIO`, so `last` only ever names a complete file.
 """
 
@@ -122,6 +124,17 @@ def resume_callbacks(checkpointing: dict[str, Any], directory: Path, preemption:
     return [saver, *faults], checkpoint_io
 
 
+def agreed_signal(trainer: L.Trainer, signum: int | None) -> int | None:
+    """The signal any rank has recorded (the highest number), so that every rank saves and stops at the same
+    step: saving is collective, and a rank that ran on would wait forever for the others' gradients. One
+    tiny all-reduce per optimiser step; a single process reads its own."""
+    if trainer.world_size == 1:
+        return signum
+    mine = torch.tensor(signum or 0, device=trainer.strategy.root_device)
+    agreed = int(trainer.strategy.reduce(mine, reduce_op="max"))
+    return agreed or None
+
+
 class ResumeCheckpoints(L.Callback):
     """Save resumable state every `every_n_steps` optimiser steps and when `preemption` saw a signal."""
 
@@ -176,10 +189,10 @@ class ResumeCheckpoints(L.Callback):
         if step == self._step_seen:
             return  # inside a gradient-accumulation window: no optimiser step yet
         self._step_seen = step
-        if self.preemption.signum is None and not (self.every > 0 and step % self.every == 0):
+        signum = agreed_signal(trainer, self.preemption.signum)
+        if signum is None and not (self.every > 0 and step % self.every == 0):
             return
         path = self.save(trainer)
-        signum = self.preemption.signum  # read again: the signal may have come while saving
         if signum is not None:
             raise Preempted(signum, f"{signal.Signals(signum).name} received: stopped stage {self.stage} at step "
                                     f"{step} after saving {path}; continue with resume=true")
