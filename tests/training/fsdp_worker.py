@@ -3,7 +3,8 @@
 Builds the tiny LLaVA model (same seed on every rank), freezes all but the projector (the `align` stage) and
 stores the frozen parts in bf16, wraps it with FSDP `FULL_SHARD` as `trainer=fsdp` does (vlx's wrap policy,
 activation checkpointing on the decoder layers, bf16 compute), takes one SGD step on this rank's rows of a
-synthetic batch, gathers the full weights with `fsdp_full_state_dict` and has rank 0 write a vlx checkpoint.
+synthetic batch, gathers the full weights with `fsdp_full_state_dict` and has rank 0 check them
+(`complete_weights`) and write a vlx checkpoint.
 Lightning runs FSDP on CUDA only, so the test drives FSDP directly with gloo.
 
 usage: python -m torch.distributed.run --nproc-per-node 2 fsdp_worker.py CONFIG.json OUT_DIR ROWS LR
@@ -25,8 +26,10 @@ from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 from vlx.bench.gpu import synthetic_batch
 from vlx.builder import build_model
 from vlx.checkpoint import save_checkpoint
+from vlx.training.run import complete_weights
 from vlx.training.stages import apply_stage
-from vlx.training.strategies import cast_frozen, decoder_layer_classes, fsdp_full_state_dict, fsdp_wrap_classes
+from vlx.training.strategies import (cast_frozen, decoder_layer_classes, fsdp_full_state_dict, fsdp_wrap_classes,
+                                    tied_aliases)
 
 
 class Holder(nn.Module):
@@ -48,6 +51,7 @@ def main(config: Path, out: Path, rows: int, lr: float) -> None:
     apply_stage(model, ["projector"])
     cast_frozen(model, torch.bfloat16)
     counts = model.parameter_counts()
+    names, aliases = set(model.state_dict()), tied_aliases(model)
     bf16 = torch.bfloat16
     root = FullyShardedDataParallel(
         Holder(model), auto_wrap_policy=ModuleWrapPolicy(fsdp_wrap_classes(model)), use_orig_params=True,
@@ -62,6 +66,7 @@ def main(config: Path, out: Path, rows: int, lr: float) -> None:
     optimizer.step()
     weights = fsdp_full_state_dict(root, prefix="model.")  # every rank takes part
     if rank == 0:
+        weights = complete_weights(weights, names, aliases, "stages.align")
         save_checkpoint(model, out / "checkpoint", {"parameters": counts}, weights=weights)
     else:
         assert weights == {}, sorted(weights)[:3]

@@ -74,6 +74,8 @@ def test_fault_variable_is_parsed_strictly():
     assert parse_fault("SIGTERM@12") == ("SIGTERM", 12, None) and parse_fault("SIGUSR1@3@1") == ("SIGUSR1", 3, 1)
     with pytest.raises(ConfigError, match=r"VLX_FAULT='SIGINT@3': expected SIGTERM@STEP, SIGUSR1@STEP, SIGKILL@STEP"):
         parse_fault("SIGINT@3")
+    with pytest.raises(ConfigError, match=r"a signal may add @RANK"):
+        parse_fault("SIGKILL-IN-SAVE@4@1")
 
 
 def test_preemption_records_a_real_signal_and_restores_the_previous_handler():

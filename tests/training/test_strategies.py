@@ -81,6 +81,12 @@ def test_configurations_that_would_lose_weights_are_refused(tiny_model):
         build_strategy({"name": "deepspeed", "stage": 3}, tiny_model, world_size=8)
     with pytest.raises(ConfigError, match=r"trainer.strategy='deepspeed_stage_3': give sharded strategies as vlx's"):
         build_strategy("deepspeed_stage_3", tiny_model)
+    apply_stage(tiny_model, ["projector"], "stages.align.trainable")
+    with pytest.raises(ConfigError, match=r"NO_SHARD"):
+        build_strategy({"name": "fsdp", "sharding_strategy": "NO_SHARD", "frozen_dtype": "bfloat16"}, tiny_model,
+                       world_size=8)
+    with pytest.raises(ConfigError, match=r"on one device"):
+        build_strategy({"name": "fsdp", "frozen_dtype": "bfloat16"}, tiny_model, world_size=1)
     assert {p.dtype for p in tiny_model.parameters()} == {torch.float32}  # refused before frozen parts are cast
     assert isinstance(build_strategy({"name": "fsdp", "frozen_dtype": None}, tiny_model, world_size=2), FSDPStrategy)
 
@@ -140,3 +146,20 @@ def test_slurm_launcher_example_composes(tmp_path):
     for line in ("nodes: 2", "tasks_per_node: 8", "gpus_per_node: 8", "signal_delay_s: 120",
                  "_target_: hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"):
         assert f"    {line}\n" in launcher
+
+
+def test_gathered_weights_keep_one_name_per_tied_tensor_and_must_be_complete():
+    from torch import nn
+
+    from vlx.errors import CheckpointError
+    from vlx.training.run import complete_weights
+    from vlx.training.strategies import tied_aliases
+
+    model = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 10, bias=False))
+    model[1].weight = model[0].weight  # an LM head tied to the embeddings
+    names, aliases = set(model.state_dict()), tied_aliases(model)
+    assert aliases == {"1.weight"} and names == {"0.weight", "1.weight"}
+    gathered = {name: tensor.clone() for name, tensor in model.state_dict().items()}  # FSDP copies each name
+    assert complete_weights(gathered, names, aliases, "stages.x").keys() == {"0.weight"}
+    with pytest.raises(CheckpointError, match=r"stages.x: the weights gathered from the sharded model lack \['0.weight'\]"):
+        complete_weights({"1.weight": gathered["1.weight"]}, names, aliases, "stages.x")

@@ -49,3 +49,4 @@ def test_dense_bf16_peak_covers_gpus_lightning_does_not_name():
     assert "nvidia h200" not in _CUDA_FLOPS  # what an H200 calls itself (seen 2026-11-27): Lightning has no MFU for it
     assert dense_bf16_peak("NVIDIA H200") == 989e12 and dense_bf16_peak("NVIDIA H100 80GB HBM3") == 989e12
     assert dense_bf16_peak("NVIDIA A100-SXM4-80GB") == 312e12 and dense_bf16_peak("Tesla T4") is None
+    assert dense_bf16_peak("NVIDIA H100 PCIe") == 756e12

@@ -106,6 +106,9 @@ class VlxModule(L.LightningModule):
         """Clip by the global gradient norm; under FSDP through the sharded root's `clip_grad_norm_`, which takes
         the norm over every rank's shards (Lightning's own clipping refuses norm clipping under FSDP)."""
         if gradient_clip_val and isinstance(self.trainer.strategy, FSDPStrategy):
+            if gradient_clip_algorithm == "value":
+                raise ConfigError("trainer.gradient_clip_algorithm=value is not supported under FSDP; vlx clips by the "
+                                  "global norm there (the stage's max_grad_norm)")
             self.trainer.strategy.model.clip_grad_norm_(gradient_clip_val)
             return
         super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)

@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 
 from vlx.builder import build_model, to_plain
 from vlx.checkpoint import META, load, save_checkpoint
-from vlx.errors import ConfigError
+from vlx.errors import CheckpointError, ConfigError
 from vlx.evaluation import load_questions
 from vlx.model import VisionLanguageModel
 from vlx.registry import PROMPT_FORMATS, check_arguments
@@ -36,7 +36,7 @@ from vlx.training.module import VlxModule
 from vlx.training.resume import Preempted, Preemption, last_checkpoint, resume_callbacks
 from vlx.training.stages import apply_stage, reinitialise
 from vlx.training.throughput import throughput_monitor
-from vlx.training.strategies import build_strategy, gathered_weights, is_sharded
+from vlx.training.strategies import build_strategy, gathered_weights, is_sharded, tied_aliases
 
 
 def prepare_model(cfg: dict[str, Any], stage: dict[str, Any], where: str, previous: VisionLanguageModel | None) -> VisionLanguageModel:
@@ -125,6 +125,17 @@ def build_logger(cfg: dict[str, Any], stage_name: str, output_dir: Path) -> Logg
     )
 
 
+def complete_weights(weights: dict[str, Any], names: set[str], aliases: set[str], where: str) -> dict[str, Any]:
+    """Gathered weights without the tied aliases (the checkpoint holds a tied tensor once), checked to be
+    exactly the model's tensors, so an incomplete gather fails here and not when the checkpoint is loaded."""
+    weights = {key: value for key, value in weights.items() if key not in aliases}
+    missing, extra = sorted(names - aliases - set(weights)), sorted(set(weights) - names)
+    if missing or extra:
+        raise CheckpointError(f"{where}: the weights gathered from the sharded model lack {missing[:5]} and add "
+                              f"{extra[:5]}; the stage checkpoint was not written", kind="weights-mismatch")
+    return weights
+
+
 def train_stage(cfg: dict[str, Any], name: str, model: VisionLanguageModel, output_dir: Path,
                 preemption: Preemption | None = None, resume_from: Path | None = None) -> Path:
     """Fit one stage (continuing from the resume checkpoint `resume_from`, if given) and save its checkpoint;
@@ -155,6 +166,7 @@ def train_stage(cfg: dict[str, Any], name: str, model: VisionLanguageModel, outp
         world_size=devices * int(cfg["trainer"].get("num_nodes", 1)) if isinstance(devices, int) and devices > 0 else None)
     trainer = L.Trainer(**arguments, limit_val_batches=cfg["trainer"].get("limit_val_batches", 1.0) if val else 0)
     counts = model.parameter_counts()  # before FSDP wraps the model (its wrapped parameters do not count right)
+    names, aliases = set(model.state_dict()), tied_aliases(model)  # what a gathered state dict must hold
     if isinstance(logger, WandbLogger):
         logger.log_hyperparams({**cfg, "stage_name": name, "parameters": counts})
     trainer.fit(VlxModule(model, stage, where), datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
@@ -163,6 +175,8 @@ def train_stage(cfg: dict[str, Any], name: str, model: VisionLanguageModel, outp
     checkpoint = output_dir / "checkpoints" / name
     weights = gathered_weights(trainer)  # every rank takes part in gathering sharded weights; rank 0 writes them
     if trainer.is_global_zero:
+        if weights is not None:
+            weights = complete_weights(weights, names, aliases, where)
         counts = counts if weights is not None else model.parameter_counts()  # merged LoRA adapters are gone
         save_checkpoint(model, checkpoint, {"stage": name, "run_name": cfg["run_name"], "metrics": metrics,
                                             "parameters": counts}, weights=weights)

@@ -90,6 +90,9 @@ def build_strategy(spec: str | Mapping[str, Any] | None, model: VisionLanguageMo
     if name == "fsdp" and world_size == 1:  # PyTorch turns FSDP into NO_SHARD there (refused in _fsdp)
         raise ConfigError(f"{where}.name=fsdp on one device has nothing to shard (trainer.devices × "
                           "trainer.num_nodes = 1); on one GPU use trainer=gpu", kind="strategy")
+    if name == "fsdp" and settings.get("sharding_strategy") == "NO_SHARD":  # its state dict loses frozen root weights
+        raise ConfigError(f"{where}.sharding_strategy=NO_SHARD replicates every weight, which is DDP: use trainer=ddp "
+                          "(under FSDP's NO_SHARD the checkpoint would miss frozen embeddings)", kind="strategy")
     if name == "deepspeed" and settings.get("stage") == 3:  # vlx gathers sharded weights under FSDP only
         raise ConfigError(f"{where}.stage=3 shards the parameters, and vlx cannot yet gather them from DeepSpeed "
                           "for its checkpoints: use trainer=fsdp (or stage 2)", kind="strategy")
@@ -115,9 +118,6 @@ def build_strategy(spec: str | Mapping[str, Any] | None, model: VisionLanguageMo
 
 def _fsdp(model: VisionLanguageModel, settings: dict[str, Any], where: str) -> FSDPStrategy:
     sharding = settings.pop("sharding_strategy", "FULL_SHARD")
-    if sharding == "NO_SHARD":  # deprecated by PyTorch, and its full state dict loses the root unit's frozen weights
-        raise ConfigError(f"{where}.sharding_strategy=NO_SHARD replicates every weight, which is DDP: use trainer=ddp "
-                          "(under FSDP's NO_SHARD the checkpoint would miss frozen embeddings)", kind="strategy")
     if sharding not in SHARDING:
         raise ConfigError(f"{where}.sharding_strategy={sharding!r}; expected one of {', '.join(SHARDING)}")
     checkpointing = bool(settings.pop("activation_checkpointing", True))
@@ -148,6 +148,13 @@ def gathered_weights(trainer: L.Trainer) -> dict[str, torch.Tensor] | None:
     if not isinstance(trainer.strategy, FSDPStrategy):
         return None
     return fsdp_full_state_dict(trainer.strategy.model, prefix="model.")  # VlxModule.model
+
+
+def tied_aliases(model: nn.Module) -> set[str]:
+    """Names of parameters that are the same tensor as an earlier name (an LM head tied to the embeddings).
+    Take them before FSDP wraps the model: its full state dict returns each name as a separate copy."""
+    first = {name for name, _ in model.named_parameters()}
+    return {name for name, _ in model.named_parameters(remove_duplicate=False)} - first
 
 
 def fsdp_full_state_dict(root: nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:

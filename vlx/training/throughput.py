@@ -91,7 +91,8 @@ def _vit_config(tower: nn.Module) -> Any:
     return type("ViTShape", (), {"embed_dim": inner.embed_dim, "depth": len(inner.blocks)})
 
 
-DENSE_BF16_PEAK = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # FLOP/s, SXM datasheets, without sparsity
+# FLOP/s from NVIDIA's datasheets, without sparsity; the first name contained in the device's name counts
+DENSE_BF16_PEAK = {"H100 PCIe": 756e12, "H100": 989e12, "H200": 989e12, "A100": 312e12}
 
 
 def dense_bf16_peak(device_name: str) -> float | None:
