@@ -124,15 +124,33 @@ def resume_callbacks(checkpointing: dict[str, Any], directory: Path, preemption:
     return [saver, *faults], checkpoint_io
 
 
-def agreed_signal(trainer: L.Trainer, signum: int | None) -> int | None:
-    """The signal any rank has recorded (the highest number), so that every rank saves and stops at the same
-    step: saving is collective, and a rank that ran on would wait forever for the others' gradients. One
-    tiny all-reduce per optimiser step; a single process reads its own."""
-    if trainer.world_size == 1:
-        return signum
-    mine = torch.tensor(signum or 0, device=trainer.strategy.root_device)
-    agreed = int(trainer.strategy.reduce(mine, reduce_op="max"))
-    return agreed or None
+class SignalAgreement:
+    """Lets the ranks agree on whether any of them recorded a signal, so that every rank saves and stops at the
+    same step (saving is collective, and a rank that ran on would wait forever for the others' gradients).
+
+    One all-reduce (max) of one number per optimiser step over a CPU (gloo) group of its own, so a GPU run
+    does not wait for its device to finish the step; a single process just reads its own signal.
+    """
+
+    def __init__(self) -> None:
+        self.group: Any = None
+
+    def setup(self, world_size: int) -> None:
+        """Every rank must call it (creating the group is collective)."""
+        if world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            self.group = torch.distributed.new_group(backend="gloo")
+
+    def __call__(self, signum: int | None) -> int | None:
+        if self.group is None:
+            return signum
+        flag = torch.tensor(signum or 0)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX, group=self.group)
+        return int(flag) or None
+
+    def teardown(self) -> None:
+        if self.group is not None:
+            torch.distributed.destroy_process_group(self.group)
+            self.group = None
 
 
 class ResumeCheckpoints(L.Callback):
@@ -147,6 +165,7 @@ class ResumeCheckpoints(L.Callback):
         self._trainer: L.Trainer | None = None
         self._data_state: dict[str, int] | None = None
         self._replaced: dict[int, Any] = {}
+        self._agreement = SignalAgreement()
 
     def state_dict(self) -> dict[str, Any]:
         loader = self.trainer_loader
@@ -158,6 +177,10 @@ class ResumeCheckpoints(L.Callback):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._trainer = trainer
+        self._agreement.setup(trainer.world_size)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._agreement.teardown()
 
     @property
     def trainer_loader(self) -> Any:
@@ -189,7 +212,7 @@ class ResumeCheckpoints(L.Callback):
         if step == self._step_seen:
             return  # inside a gradient-accumulation window: no optimiser step yet
         self._step_seen = step
-        signum = agreed_signal(trainer, self.preemption.signum)
+        signum = self._agreement(self.preemption.signum)
         if signum is None and not (self.every > 0 and step % self.every == 0):
             return
         path = self.save(trainer)
