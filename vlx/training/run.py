@@ -76,6 +76,16 @@ def device_count(trainer_cfg: dict[str, Any]) -> Any:
     return devices
 
 
+def devices_and_nodes(trainer_cfg: dict[str, Any], where: str) -> tuple[int, int]:
+    """(devices per node, nodes) as numbers; a device count that is not one (`auto`, a string) is an error,
+    since `where`'s global batch must be split over the processes."""
+    devices = device_count(trainer_cfg)
+    if not isinstance(devices, int) or devices < 1:
+        raise ConfigError(f"trainer.devices={devices!r}: give a number of devices (or a list) so that "
+                          f"{where}.global_batch_size can be turned into gradient accumulation")
+    return devices, int(trainer_cfg.get("num_nodes", 1))
+
+
 def batch_plan(trainer_cfg: dict[str, Any], stage: dict[str, Any], where: str) -> tuple[int, int]:
     """(per-device batch, gradient-accumulation steps) that make up the stage's global batch.
 
@@ -83,18 +93,15 @@ def batch_plan(trainer_cfg: dict[str, Any], stage: dict[str, Any], where: str) -
     shrinks when the global batch leaves fewer per device (llava-tiny's 32 on 2 devices: 16 each), so a
     recipe's optimisation (`global_batch_size`) stays the same on any number of devices.
     """
-    devices = device_count(trainer_cfg)
-    if not isinstance(devices, int) or devices < 1:
-        raise ConfigError(f"trainer.devices={devices!r}: give a number of devices (or a list) so that "
-                          f"{where}.global_batch_size can be turned into gradient accumulation")
-    replicas = devices * int(trainer_cfg.get("num_nodes", 1))
+    devices, nodes = devices_and_nodes(trainer_cfg, where)
+    replicas = devices * nodes
     total = int(stage["global_batch_size"])
     batch = min(int(stage["batch_size"]), total // replicas)
     steps, rest = divmod(total, batch * replicas) if batch >= 1 else (0, total)
     if rest or steps < 1:
         raise ConfigError(
             f"{where}.global_batch_size={total} is not a multiple of batch_size × devices × num_nodes = "
-            f"{int(stage['batch_size'])} × {devices} × {int(trainer_cfg.get('num_nodes', 1))}"
+            f"{int(stage['batch_size'])} × {devices} × {nodes}"
         )
     return batch, steps
 
@@ -160,10 +167,9 @@ def train_stage(cfg: dict[str, Any], name: str, model: VisionLanguageModel, outp
         "logger": logger, "callbacks": callbacks, "default_root_dir": str(output_dir), "enable_checkpointing": False,
         "plugins": [checkpoint_io], "use_distributed_sampler": False,  # the loaders shard themselves (exact resume)
     }, where)
-    devices = device_count(cfg["trainer"])
-    arguments["strategy"] = build_strategy(
-        cfg["trainer"].get("strategy"), model, accelerator=cfg["trainer"].get("accelerator"),
-        world_size=devices * int(cfg["trainer"].get("num_nodes", 1)) if isinstance(devices, int) and devices > 0 else None)
+    devices, nodes = devices_and_nodes(cfg["trainer"], where)
+    arguments["strategy"] = build_strategy(cfg["trainer"].get("strategy"), model,
+                                           accelerator=cfg["trainer"].get("accelerator"), world_size=devices * nodes)
     trainer = L.Trainer(**arguments, limit_val_batches=cfg["trainer"].get("limit_val_batches", 1.0) if val else 0)
     counts = model.parameter_counts()  # before FSDP wraps the model (its wrapped parameters do not count right)
     names, aliases = set(model.state_dict()), tied_aliases(model)  # what a gathered state dict must hold
