@@ -32,8 +32,8 @@ def parse_fault(value: str | None) -> tuple[str, int, int | None] | None:
         return None
     kind, _, where = value.partition("@")
     step, _, rank = where.partition("@")
-    if (kind not in (IN_SAVE, "SIGTERM", "SIGUSR1", "SIGKILL") or not step.isdigit() or (rank and not rank.isdigit())
-            or (rank and kind == IN_SAVE)):
+    if kind not in (IN_SAVE, "SIGTERM", "SIGUSR1", "SIGKILL") or not step.isdigit() or (
+            rank and (not rank.isdigit() or kind == IN_SAVE)):
         raise ConfigError(f"{ENV}={value!r}: expected SIGTERM@STEP, SIGUSR1@STEP, SIGKILL@STEP or {IN_SAVE}@STEP "
                           "(a signal may add @RANK)")
     return kind, int(step), int(rank) if rank else None

@@ -181,9 +181,10 @@ def train_stage(cfg: dict[str, Any], name: str, model: VisionLanguageModel, outp
     checkpoint = output_dir / "checkpoints" / name
     weights = gathered_weights(trainer)  # every rank takes part in gathering sharded weights; rank 0 writes them
     if trainer.is_global_zero:
-        if weights is not None:
+        if weights is None:
+            counts = model.parameter_counts()  # whole weights; merged LoRA adapters are gone
+        else:
             weights = complete_weights(weights, names, aliases, where)
-        counts = counts if weights is not None else model.parameter_counts()  # merged LoRA adapters are gone
         save_checkpoint(model, checkpoint, {"stage": name, "run_name": cfg["run_name"], "metrics": metrics,
                                             "parameters": counts}, weights=weights)
         shutil.rmtree(output_dir / "resume" / name, ignore_errors=True)  # done: the final checkpoint counts

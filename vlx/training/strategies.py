@@ -87,7 +87,7 @@ def build_strategy(spec: str | Mapping[str, Any] | None, model: VisionLanguageMo
     if name in ("fsdp", "deepspeed") and accelerator == "cpu":
         raise ConfigError(f"{where}.name={name} needs GPUs (Lightning runs it on CUDA only), but trainer.accelerator=cpu;"
                           " on a CPU use trainer=ddp")
-    if name == "fsdp" and world_size == 1:  # PyTorch turns FSDP into NO_SHARD there (refused in _fsdp)
+    if name == "fsdp" and world_size == 1:  # PyTorch turns FSDP into NO_SHARD there (refused just below)
         raise ConfigError(f"{where}.name=fsdp on one device has nothing to shard (trainer.devices × "
                           "trainer.num_nodes = 1); on one GPU use trainer=gpu", kind="strategy")
     if name == "fsdp" and settings.get("sharding_strategy") == "NO_SHARD":  # its state dict loses frozen root weights
