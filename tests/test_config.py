@@ -77,7 +77,7 @@ def test_openvla_7b_recipe(capsys):
     assert cfg.vision.name == "dinosiglip-224px" and cfg.head.name == "action-tokens"
     assert (cfg.head.action_dim, cfg.head.n_bins, cfg.head.tokens, cfg.head.base_vocab_size) == (7, 256, "reuse-last", 32000)
     stage = cfg.stages.vla
-    assert list(stage.trainable) == ["vision", "projector", "llm"] and list(cfg.train.stages) == ["vla"]
+    assert list(stage.trainable) == ["vision", "projector", "proprio", "llm", "head"] and list(cfg.train.stages) == ["vla"]
     assert (stage.lr, stage.schedule, stage.global_batch_size) == (2e-5, "constant", 256)
     assert (cfg.augment.crop_scale, cfg.augment.color_jitter) == (0.9, True)
     assert list(stage.prompt.generation_suffix_ids) == [29871]  # OpenVLA's prompts end with Llama-2's `▁`

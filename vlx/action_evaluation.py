@@ -1,11 +1,12 @@
 """Offline action metrics of a VLA on held-out demonstration steps, with a language-blind control.
 
-For each step of a robomimic split, the model predicts an action from the camera image and the
-instruction (constrained decoding, as in closed loop); the prediction is re-binned in the normalised
-space of the model's action statistics and compared with the demonstration's action token per
-dimension (`action_accuracy`) and in L1 (`action_l1`, normalised units). With `instruction_override`
-every step gets the same uninformative instruction — the control that shows whether the policy reads
-the language at all.
+For each step of a robomimic split, the model predicts a chunk from the step's cameras, state and instruction
+(as in closed loop); prediction and demonstration (the actions t..t+K-1 of the step's demo) are compared in
+the normalised space of the model's action statistics, over the steps that exist in the demo: per dimension,
+whether both fall in the same of OpenVLA's 256 bins (`action_accuracy`, the action-token accuracy for token
+heads; the same binning for continuous heads) and the absolute error of the prediction against the
+demonstration's bin centre (`action_l1`, normalised units). With `instruction_override` every step gets the
+same uninformative instruction — the control that shows whether the policy reads the language at all.
 """
 
 from __future__ import annotations
@@ -17,12 +18,15 @@ import numpy as np
 
 from vlx.data.action_stats import select_stats
 from vlx.data.robomimic_hdf5 import RobomimicFile
+from vlx.heads.action_tokenizer import ActionTokenizer
 from vlx.model import VisionLanguageModel
+
+BINS = 256
 
 
 @dataclass(frozen=True)
 class ActionScores:
-    """Action-token accuracy (overall and per dimension) and normalised L1 over `n` steps."""
+    """Bin accuracy (overall and per dimension) and normalised L1 over `n` steps."""
 
     action_accuracy: float
     per_dimension: list[float]
@@ -30,24 +34,37 @@ class ActionScores:
     n: int
 
 
+def observation_of(model: VisionLanguageModel, demos: RobomimicFile, index: int) -> tuple[object, object]:
+    """(image or {camera: image}, state or None) of a demo step, named as the model's observation spec wants."""
+    frames = demos.images(index)
+    cameras = model.observation.cameras
+    images = dict(zip(cameras, (frames[key] for key in demos.camera_keys))) if cameras else frames[demos.camera_key]
+    return images, demos.state(index) if demos.state_keys else None
+
+
 def evaluate_actions(
     model: VisionLanguageModel, demos: RobomimicFile, unnorm_key: str | None = None, limit: int | None = None,
     instruction_override: str | None = None, batch_size: int = 64, progress: Callable[[int], None] | None = None,
 ) -> ActionScores:
-    """Score `model` on (up to `limit`, evenly spaced) steps of `demos`."""
+    """Score `model` on (up to `limit`, evenly spaced) steps of `demos` (opened with the model's camera and state keys)."""
     stats = select_stats(model.action_stats, unnorm_key)
-    codec = model.action_head.tokenizer
+    codec = ActionTokenizer(BINS, BINS)  # OpenVLA's bins; the ids themselves do not matter here
+    size = model.chunk_size
     count = len(demos) if limit is None else min(limit, len(demos))
     indices = np.linspace(0, len(demos) - 1, count).round().astype(int)
     hits, errors = [], []
     for start in range(0, count, batch_size):
         chunk = indices[start : start + batch_size]
-        images = [demos.image(i) for i in chunk]
+        observations = [observation_of(model, demos, i) for i in chunk]
         instructions = [instruction_override or demos.instruction(i) for i in chunk]
-        predicted = stats.normalize(model.predict_actions(images, instructions, unnorm_key))  # (b, A)
-        target = stats.normalize(np.stack([demos.action(i) for i in chunk]))  # (b, A)
-        hits.append(codec.encode(predicted) == codec.encode(target))  # (b, A)
-        errors.append(np.abs(predicted - codec.decode(codec.encode(target))))  # (b, A)
+        states = [state for _, state in observations] if demos.state_keys else None
+        predicted = model.predict_actions([images for images, _ in observations], instructions, unnorm_key, states)
+        predicted = stats.normalize(predicted.reshape(len(chunk), size, -1))  # (b, K, A)
+        targets, real = zip(*(demos.chunk(i, size) for i in chunk))
+        target = stats.normalize(np.stack(targets))  # (b, K, A)
+        keep = np.stack(real)  # (b, K): steps that exist in the demo
+        hits.append((codec.encode(predicted) == codec.encode(target))[keep])  # (n, A)
+        errors.append(np.abs(predicted - codec.decode(codec.encode(target)))[keep])  # (n, A)
         if progress is not None:
             progress(len(chunk))
     hit, error = np.concatenate(hits), np.concatenate(errors)  # (n, A)

@@ -19,7 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from vlx.errors import ConfigError
 from vlx.model import VisionLanguageModel
-from vlx.registry import HEADS, LLM_BACKBONES, PROJECTORS, PROMPT_FORMATS, VISION_BACKBONES
+from vlx.registry import HEADS, LLM_BACKBONES, PROJECTORS, PROMPT_FORMATS, PROPRIO_PROJECTORS, VISION_BACKBONES
 
 
 def to_plain(cfg: Any) -> Any:
@@ -71,4 +71,17 @@ def build_model(
     projector = PROJECTORS.build(projector_cfg, "projector", **widths)
     head = HEADS.build(config["head"], "head", llm=llm)
     prompt = PROMPT_FORMATS.build(config["prompt"], "prompt")
-    return VisionLanguageModel(vision, projector, llm, head, prompt, config)
+    proprio = build_proprio(config.get("proprio"), llm.hidden_size)
+    return VisionLanguageModel(vision, projector, llm, head, prompt, config, proprio=proprio)
+
+
+def build_proprio(node: Mapping[str, Any] | None, llm_dim: int) -> Any:
+    """The state projector a `proprio` node names (its `in_dim` is the state length), or None for no state input."""
+    if not node:
+        return None
+    if not isinstance(node, Mapping):
+        raise ConfigError(f"config key 'proprio' must be a mapping such as {{name: mlp, in_dim: 8}} or null, got {node!r:.60}")
+    in_dim = node.get("in_dim")
+    if isinstance(in_dim, bool) or not isinstance(in_dim, int) or in_dim < 1:
+        raise ConfigError(f"config key 'proprio.in_dim'={in_dim!r}; expected the length of the robot state (e.g. 8)")
+    return PROPRIO_PROJECTORS.build(node, "proprio", out_dim=llm_dim)

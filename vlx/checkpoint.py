@@ -2,7 +2,8 @@
 
 Layout: `config.yaml` (the resolved config, with the vision and LLM nodes replaced by their exact
 architectures and no external source), `model.safetensors` (all weights), `tokenizer/`,
-`action_stats.json` (VLAs only: action statistics per dataset name) and `vlx.json` (format version,
+`action_stats.json` (VLAs only: action statistics per dataset name), `state_stats.json` (models with a
+state input: the state statistics per dataset name, beside the action statistics) and `vlx.json` (format version,
 parameter counts, free-form metadata such as the stage). Saving writes into a
 temporary sibling directory and renames it into place, so an interrupted save never leaves a
 half-written checkpoint under the final name. `load(dir)` needs no network and no original weights.
@@ -31,7 +32,7 @@ from vlx.model import VisionLanguageModel
 
 FORMAT_VERSION = 1
 CONFIG, WEIGHTS, TOKENIZER, META = "config.yaml", "model.safetensors", "tokenizer", "vlx.json"
-ACTION_STATS = "action_stats.json"
+ACTION_STATS, STATE_STATS = "action_stats.json", "state_stats.json"
 
 
 def weights_to_save(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -74,8 +75,9 @@ def save_checkpoint(model: VisionLanguageModel, directory: str | Path, metadata:
     save_file(weights_to_save(model.state_dict() if weights is None else weights), str(staging / WEIGHTS),
               metadata={"format": "pt"})
     model.tokenizer.save_pretrained(staging / TOKENIZER)
-    if model.action_stats:
-        (staging / ACTION_STATS).write_text(json.dumps(stats_table(model.action_stats), indent=2))
+    for name, table in ((ACTION_STATS, model.action_stats), (STATE_STATS, model.state_stats)):
+        if table:
+            (staging / name).write_text(json.dumps(stats_table(table), indent=2))
     meta = {"format_version": FORMAT_VERSION, "parameters": model.parameter_counts(), **(metadata or {})}
     (staging / META).write_text(json.dumps(meta, indent=2))
     if target.exists():
@@ -137,11 +139,12 @@ def load(directory: str | Path, device: str | torch.device = "cpu") -> VisionLan
             f"missing {sorted(missing)[:5]}{'...' if len(missing) > 5 else ''}, "
             f"unexpected {sorted(unexpected)[:5]}{'...' if len(unexpected) > 5 else ''}", kind="weights-mismatch",
         )
-    stats_file = root / ACTION_STATS
-    if stats_file.is_file():
-        try:
-            model.action_stats = stats_from_table(json.loads(stats_file.read_text()), str(stats_file))
-        except (json.JSONDecodeError, DataError) as exc:
-            raise CheckpointError(f"{stats_file} is not a valid action-statistics table: {exc}",
-                                  kind="bad-action-stats") from None
+    for name, what in ((ACTION_STATS, "action"), (STATE_STATS, "state")):
+        stats_file = root / name
+        if stats_file.is_file():
+            try:
+                setattr(model, f"{what}_stats", stats_from_table(json.loads(stats_file.read_text()), str(stats_file)))
+            except (json.JSONDecodeError, DataError) as exc:
+                raise CheckpointError(f"{stats_file} is not a valid {what}-statistics table: {exc}",
+                                      kind="bad-action-stats") from None
     return model.to(device).eval()

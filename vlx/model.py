@@ -2,11 +2,14 @@
 
 Projected patch tokens replace the image-slot positions of the LLM's input embeddings with one
 `masked_scatter` (no per-sample Python loop), so any placement of the slot — at LLaVA's `<image>`
-marker or right after BOS — works the same. `forward(batch)` returns the head's loss, logits and
-metrics; `generate` answers questions about images with transformers' KV-cached generation; a model with the
-action-token head (a VLA) also has `predict_action(image, instruction, unnorm_key)`, which decodes
-`action_dim` action tokens (constrained, KV-cached) and un-normalises them with the action statistics
-of the dataset `unnorm_key` names.
+marker or right after BOS — works the same. A VLA may see several cameras and the robot's state: all
+cameras of a batch go through the (shared) vision backbone and projector in one call, their patch tokens
+fill the slot in camera order, and the normalised state, through the `proprio` projector, takes one more
+slot position after the patches. `forward(batch)` returns the head's loss, logits and metrics; `generate`
+answers questions about images with transformers' KV-cached generation; a VLA (a model with an action
+head) also has `predict_action(image_or_cameras, instruction, unnorm_key, state)`, which decodes a chunk
+through its head and un-normalises it with the action statistics of the dataset `unnorm_key` names (the
+state is normalised with that dataset's state statistics).
 """
 
 from __future__ import annotations
@@ -22,13 +25,13 @@ from vlx.data.action_stats import ActionStats, select_stats
 from vlx.data.augment import inference_preprocess
 from vlx.data.collate import Collator
 from vlx.errors import ConfigError, DataError
-from vlx.heads.action import ActionTokenHead, vla_question
-from vlx.heads.action_decoding import decode_action_tokens
-from vlx.heads.text import HeadOutput
+from vlx.heads.action import vla_question
+from vlx.heads.base import ActionHead, HeadOutput
 from vlx.llm.prompts import PromptFormat, question_ids
+from vlx.observation import ObservationSpec
 from vlx.vision.transforms import as_rgb_image
 
-PARTS = ("vision", "projector", "llm", "head")
+PARTS = ("vision", "projector", "proprio", "llm", "head")
 
 
 class VisionLanguageModel(nn.Module):
@@ -36,48 +39,71 @@ class VisionLanguageModel(nn.Module):
 
     def __init__(
         self, vision: nn.Module, projector: nn.Module, llm: nn.Module, head: nn.Module,
-        prompt_format: PromptFormat, config: dict[str, Any] | None = None,
+        prompt_format: PromptFormat, config: dict[str, Any] | None = None, proprio: nn.Module | None = None,
     ) -> None:
         super().__init__()
-        self.vision, self.projector, self.llm, self.head = vision, projector, llm, head
+        self.vision, self.projector, self.proprio, self.llm, self.head = vision, projector, proprio, llm, head
         self.prompt_format = prompt_format
         self.config = config or {}
+        self.observation = ObservationSpec.from_config(self.config)
         self.action_stats: dict[str, ActionStats] = {}  # dataset name → statistics (VLAs; saved in checkpoints)
+        self.state_stats: dict[str, ActionStats] = {}  # dataset name → state statistics (models with a state input)
 
     @property
     def tokenizer(self) -> Any:
         return self.llm.tokenizer
 
+    def parts(self) -> dict[str, nn.Module]:
+        """The model's parts by name (PARTS order); a model without state input has no `proprio` part."""
+        return {name: getattr(self, name) for name in PARTS if getattr(self, name) is not None}
+
     def train(self, mode: bool = True) -> VisionLanguageModel:
         """Like nn.Module.train, but parts with no trainable parameter stay in eval mode (frozen)."""
         super().train(mode)
-        for name in PARTS:
-            params = list(getattr(self, name).parameters())
+        for part in self.parts().values():
+            params = list(part.parameters())
             if params and not any(p.requires_grad for p in params):
-                getattr(self, name).eval()
+                part.eval()
         return self
 
-    def embed(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None) -> torch.Tensor:
-        """Token embeddings with visual tokens spliced in at the image-slot positions: (B, L, D)."""
+    @property
+    def observation_tokens(self) -> int:
+        """Image-slot positions of one robot observation: the patches of every camera, then the state token."""
+        return self.observation.num_tokens(self.vision.num_patches)
+
+    def embed(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None,
+              state: torch.Tensor | None = None) -> torch.Tensor:
+        """Token embeddings with visual (and state) tokens spliced in at the image-slot positions: (B, L, D).
+
+        `pixel_values` is (M, 3k, H, W) for one image per sample or (M, C, 3k, H, W) for C cameras; `state`
+        (M, P) normalised states of the same M samples.
+        """
         embeds = self.llm.embed(input_ids)  # (B, L, D)
         slots = input_ids == self.llm.image_token_id  # (B, L)
         n_slots = int(slots.sum())
         if pixel_values is None:
-            if n_slots:
-                raise DataError(f"the batch has {n_slots} image-slot tokens but no pixel_values")
+            if n_slots or state is not None:
+                raise DataError(f"the batch has {n_slots} image-slot tokens{' and states' if state is not None else ''} "
+                                "but no pixel_values")
             return embeds
-        visual = self.projector(self.vision(pixel_values)).to(embeds.dtype)  # (M, N, D)
+        samples = pixel_values.shape[0]
+        pixels = pixel_values.flatten(0, 1) if pixel_values.dim() == 5 else pixel_values  # (M·C, 3k, H, W)
+        visual = self.projector(self.vision(pixels)).to(embeds.dtype)  # (M·C, N, D)
+        visual = visual.reshape(samples, -1, visual.shape[-1])  # (M, C·N, D): cameras in order
+        if state is not None:
+            if self.proprio is None:
+                raise DataError("the batch has states but the model has no state input (no proprio projector)")
+            token = self.proprio(state.to(visual.dtype)).to(embeds.dtype)  # (M, D)
+            visual = torch.cat([visual, token[:, None]], dim=1)  # (M, C·N + 1, D)
         if n_slots != visual.shape[0] * visual.shape[1]:
-            raise DataError(
-                f"the batch has {n_slots} image-slot tokens but {visual.shape[0]} images × "
-                f"{visual.shape[1]} visual tokens"
-            )
+            what = ("images", "visual") if pixel_values.dim() == 4 and state is None else ("observations", "visual/state")
+            raise DataError(f"the batch has {n_slots} image-slot tokens but {samples} {what[0]} × {visual.shape[1]} "
+                            f"{what[1]} tokens")
         return embeds.masked_scatter(slots.unsqueeze(-1), visual)  # (B, L, D)
 
     def forward(self, batch: dict[str, Any]) -> HeadOutput:
-        embeds = self.embed(batch["input_ids"], batch.get("pixel_values"))
-        logits = self.llm(embeds, batch["attention_mask"])  # (B, L, V)
-        return self.head(logits, batch["labels"], batch.get("ids"))
+        embeds = self.embed(batch["input_ids"], batch.get("pixel_values"), batch.get("state"))  # (B, L, D)
+        return self.head(self.llm, embeds, batch)
 
     def prompt_ids(self, question: str, has_image: bool) -> torch.Tensor:
         """Token ids of a single-turn prompt ready for generation, with the image slot expanded."""
@@ -109,56 +135,83 @@ class VisionLanguageModel(nn.Module):
         return [text.strip() for text in self.tokenizer.batch_decode(output, skip_special_tokens=True)]
 
     @property
-    def action_head(self) -> ActionTokenHead:
-        """The action-token head; a ConfigError for models with another head."""
-        if not isinstance(self.head, ActionTokenHead):
+    def action_head(self) -> ActionHead:
+        """The action head; a ConfigError for models with another head."""
+        if not isinstance(self.head, ActionHead):
             raise ConfigError(f"this model's head is {self.config.get('head', {}).get('name', type(self.head).__name__)!r}, "
                               "not an action head: it answers with text, not actions")
         return self.head
+
+    @property
+    def is_vla(self) -> bool:
+        """Whether the model acts (has an action head)."""
+        return isinstance(self.head, ActionHead)
 
     @property
     def action_dim(self) -> int:
         return self.action_head.action_dim
 
     @property
+    def chunk_size(self) -> int:
+        """Actions per prediction (K); 1 for OpenVLA-style models."""
+        return self.action_head.chunk_size
+
+    @property
     def unnorm_keys(self) -> list[str]:
         """Names of the datasets whose action statistics the model carries (choices for `unnorm_key`)."""
         return sorted(self.action_stats)
 
+    def observation_item(self, index: int, images: Any, instruction: str, state: Any, unnorm_key: str | None,
+                         preprocess: Any, field: str = "state") -> dict[str, Any]:
+        """One inference sample: the prompt with its observation slot and the head's suffix, pixels, state."""
+        head = self.action_head
+        frames = [self.vision.image_transform(preprocess(as_rgb_image(image)))
+                  for image in self.observation.images(images)]  # C × (3k, H, W)
+        checked = self.observation.state(state, field)
+        suffix = head.sequence()
+        prompt = question_ids(self.prompt_format, vla_question(instruction), self.tokenizer, self.llm.image_token_id,
+                              self.observation_tokens)
+        item = {"id": str(index), "input_ids": torch.tensor(prompt + suffix.input_ids),
+                "pixel_values": torch.stack(frames) if self.observation.cameras else frames[0]}
+        if head.one_pass:
+            item["action_slots"] = torch.tensor([False] * len(prompt) + suffix.slots)
+        if checked is not None:
+            normalized = select_stats(self.state_stats, unnorm_key, "state").normalize(checked)  # (P,)
+            item["state"] = torch.as_tensor(normalized, dtype=torch.float32)
+        return item
+
     @torch.no_grad()
     def predict_actions(
-        self, images: list[Image.Image | np.ndarray], instructions: list[str], unnorm_key: str | None = None
+        self, images: list[Any], instructions: list[str], unnorm_key: str | None = None, states: list[Any] | None = None
     ) -> np.ndarray:
-        """Actions (B, action_dim) in the robot's units for each (image, instruction), greedy and constrained."""
+        """Actions in the robot's units for each observation: (B, A) when the head predicts one step, else
+        (B, K, A). Each entry of `images` is one image or, for a model with several cameras, `{camera: image}`;
+        `states` the robot states of a model with a state input."""
         head = self.action_head
         stats = select_stats(self.action_stats, unnorm_key)
         preprocess = inference_preprocess(self.config.get("augment"))
         device = next(self.parameters()).device
-        items = [
-            {
-                "id": str(i),
-                "input_ids": self.prompt_ids(vla_question(instruction), has_image=True),
-                "pixel_values": self.vision.image_transform(preprocess(as_rgb_image(image))),
-            }
-            for i, (image, instruction) in enumerate(zip(images, instructions, strict=True))
-        ]
+        states = [None] * len(images) if states is None else states
+        items = [self.observation_item(i, image, instruction, state, unnorm_key, preprocess,
+                                       "state" if len(images) == 1 else f"states[{i}]")
+                 for i, (image, instruction, state) in enumerate(zip(images, instructions, states, strict=True))]
         batch = Collator(self.tokenizer.pad_token_id, padding_side="left")(items)
-        embeds = self.embed(batch["input_ids"].to(device), batch["pixel_values"].to(device))  # (B, L, D)
-        codec = head.tokenizer
-        ids = decode_action_tokens(
-            self.llm.model, embeds, batch["attention_mask"].to(device), codec.first_id, codec.top_id, head.action_dim
-        )  # (B, A)
-        return stats.unnormalize(codec.decode(ids))  # (B, A)
+        batch = {key: value.to(device) if isinstance(value, torch.Tensor) else value for key, value in batch.items()}
+        embeds = self.embed(batch["input_ids"], batch["pixel_values"], batch.get("state"))  # (B, L, D)
+        chunk = stats.unnormalize(head.decode(self.llm, embeds, batch).float().cpu().numpy())  # (B, K, A)
+        return chunk[:, 0] if head.chunk_size == 1 else chunk
 
-    def predict_action(self, image: Image.Image | np.ndarray, instruction: str, unnorm_key: str | None = None) -> np.ndarray:
-        """One action (action_dim,) in the robot's units: OpenVLA's `predict_action`."""
-        return self.predict_actions([image], [instruction], unnorm_key)[0]
+    def predict_action(self, image: Any, instruction: str, unnorm_key: str | None = None, state: Any = None) -> np.ndarray:
+        """One prediction in the robot's units: (action_dim,) as OpenVLA's `predict_action`, or a chunk
+        (K, action_dim) for a head with `chunk_size` K > 1."""
+        return self.predict_actions([image], [instruction], unnorm_key, None if state is None else [state])[0]
 
     def parameter_counts(self) -> dict[str, int]:
         """Total, trainable and frozen parameter counts, overall and per part."""
         counts: dict[str, int] = {}
+        parts = self.parts()
         for name in PARTS:
-            params = list(getattr(self, name).parameters())
+            params = list(parts[name].parameters()) if name in parts else []
             counts[f"{name}_total"] = sum(p.numel() for p in params)
             counts[f"{name}_trainable"] = sum(p.numel() for p in params if p.requires_grad)
         counts["total"] = sum(counts[f"{n}_total"] for n in PARTS)

@@ -1,9 +1,9 @@
 """Named registries for every pluggable part of vlx.
 
 Each axis a user can swap from the command line (vision backbones, projectors, LLM backbones, heads,
-prompt formats, datasets, closed-loop environments) is a `Registry`. Built-in entries live in the component packages and are
-imported lazily on first use; third-party packages add entries through the `vlx.plugins` entry-point
-group (see README, "Plugins"). `Registry.build(cfg, where=...)` checks the config's arguments against
+prompt formats, datasets, closed-loop environments, proprio projectors, the MLPs of regression heads) is a
+`Registry`. Built-in entries live in the component packages and are imported lazily on first use;
+third-party packages add entries through the `vlx.plugins` entry-point group (see README, "Plugins"). `Registry.build(cfg, where=...)` checks the config's arguments against
 the entry's signature, so a typo in a config fails with the config path and the accepted arguments.
 Registries are the only way a config becomes objects: vlx never calls Hydra's `instantiate`, and a
 `_target_` key anywhere in a node handed to `build` is a ConfigError, so a config or checkpoint cannot
@@ -151,6 +151,8 @@ VISION_BACKBONES: Registry[Any] = Registry("vision backbone", "vlx.vision")
 PROJECTORS: Registry[Any] = Registry("projector", "vlx.projectors")
 LLM_BACKBONES: Registry[Any] = Registry("LLM backbone", "vlx.llm")
 HEADS: Registry[Any] = Registry("head", "vlx.heads")
+ACTION_MLPS: Registry[Any] = Registry("action MLP", "vlx.heads")
+PROPRIO_PROJECTORS: Registry[Any] = Registry("proprio projector", "vlx.proprio")
 PROMPT_FORMATS: Registry[Any] = Registry("prompt format", "vlx.llm")
 DATASETS: Registry[Any] = Registry("dataset", "vlx.data")
 ENVIRONMENTS: Registry[Any] = Registry("environment", "vlx.envs")

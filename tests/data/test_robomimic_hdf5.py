@@ -114,8 +114,10 @@ def test_frames_actions_and_instructions_in_index_order(path: Path) -> None:
 def test_sample_reads_everything_of_a_step_at_once(path: Path, cache_images: bool) -> None:
     reader = _open(path, cache_images=cache_images)
     for index in [*range(len(reader)), -1]:
-        demo, step, frame, action, instruction = reader.sample(index)
-        assert (demo, step) == reader.locate(index) and instruction == reader.instruction(index)
+        sample = reader.sample(index)
+        demo, step, frame, action = sample.demo, sample.step, sample.frames["agentview_image"], sample.action
+        assert (demo, step) == reader.locate(index) and sample.instruction == reader.instruction(index)
+        assert list(sample.frames) == ["agentview_image"] and sample.state is None
         np.testing.assert_array_equal(frame, _frames(demo)[step])
         np.testing.assert_array_equal(action, _actions(demo)[step].astype(np.float32))
     frame[:] = 0  # copies: the reader's frames and actions are unchanged

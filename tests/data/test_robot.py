@@ -47,7 +47,8 @@ def test_samples_supervise_exactly_the_action_tokens_and_eos(vla, demos: Path) -
     stats = vla.action_stats["reach"]
     file = data.files[0]
     np.testing.assert_array_equal(ids[-4:-1].numpy(), codec.encode(stats.normalize(file.action(0))))
-    np.testing.assert_allclose(item["actions"].numpy(), stats.normalize(file.action(0)), rtol=1e-6)
+    np.testing.assert_allclose(item["actions"].numpy(), stats.normalize(file.action(0))[None], rtol=1e-6)
+    assert item["action_mask"].tolist() == [True] and "state" not in item and "action_slots" not in item
     prompt = vla.tokenizer.decode(ids[ids != vla.llm.image_token_id][:-4])
     assert vla_question(file.instruction(0)) in prompt and prompt.startswith("<s>")
     assert (ids == vla.llm.image_token_id).sum() == vla.vision.num_patches
@@ -69,7 +70,7 @@ def test_validation_uses_the_training_statistics(vla, demos: Path) -> None:
 def test_collated_batch_carries_actions(vla, demos: Path) -> None:
     data = build_dataset(source(demos, "train"), "data.train", vla, training=True)
     batch = Collator(vla.tokenizer.pad_token_id)([data[i] for i in range(5)])
-    assert batch["actions"].shape == (5, 3) and batch["pixel_values"].shape == (5, 3, 48, 48)
+    assert batch["actions"].shape == (5, 1, 3) and batch["pixel_values"].shape == (5, 3, 48, 48)
     out = vla(batch)
     assert torch.isfinite(out.loss) and set(out.metrics) >= {"action_accuracy", "action_l1"}
 

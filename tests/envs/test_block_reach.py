@@ -33,7 +33,7 @@ def test_registered_and_defaults():
     assert env.action_dim == 3
     assert env.env_args() == {"env_name": "block-reach", "type": "vlx", "env_kwargs": {
         "num_blocks": 3, "image_size": 64, "block_size": 0.16, "max_step": 0.1, "success_radius": 0.1,
-        "max_steps": 30, "block_distance": 0.25, "start_distance": 0.3}}
+        "max_steps": 30, "block_distance": 0.25, "start_distance": 0.3, "wrist_half_width": 0.25}}
 
 
 def test_same_seed_same_episode_and_different_seeds_differ():

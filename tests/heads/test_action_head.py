@@ -47,18 +47,18 @@ def test_loss_and_metrics_cover_the_action_positions(vla) -> None:
     logits = torch.zeros(1, 6, vocab)
     for position, target in enumerate([*action_ids, eos]):  # position t predicts label t+1
         logits[0, position + 1, target] = 50.0
-    out = vla.head(logits, labels)
+    out = vla.head.score(logits, labels)
     assert out.metrics["action_accuracy"] == 1.0 and out.metrics["action_l1"] == 0.0
     assert out.loss < 1e-6
     logits[0, 1, action_ids[0]] = 0.0  # the first action token is now predicted two bins off
     logits[0, 1, action_ids[0] + 2] = 50.0
-    out = vla.head(logits, labels)
+    out = vla.head.score(logits, labels)
     assert out.metrics["action_accuracy"] == pytest.approx(2 / 3)
     assert out.metrics["action_l1"] == pytest.approx(2 * codec.bin_width / 3, rel=1e-5)
-    text = vla.head(logits, torch.tensor([[IGNORE_INDEX, IGNORE_INDEX, 5, 6, 7, eos]]))  # a text batch
+    text = vla.head.score(logits, torch.tensor([[IGNORE_INDEX, IGNORE_INDEX, 5, 6, 7, eos]]))  # a text batch
     assert set(text.metrics) == {"token_accuracy"} and torch.isfinite(text.loss)
     with pytest.raises(DataError, match="no supervised token"):
-        vla.head(logits, torch.full((1, 6), IGNORE_INDEX))
+        vla.head.score(logits, torch.full((1, 6), IGNORE_INDEX))
 
 
 def naive_constrained_greedy(model, embeds: torch.Tensor, first: int, top: int, steps: int) -> list[int]:

@@ -82,7 +82,8 @@ class RobomimicSamples(Dataset):
             "input_ids": torch.tensor(prompt + action_ids + [eos]),
             "labels": torch.tensor([IGNORE_INDEX] * len(prompt) + action_ids + [eos]),
             "pixel_values": self.model.vision.image_transform(image),
-            "actions": torch.as_tensor(normalized, dtype=torch.float32),
+            "actions": torch.as_tensor(normalized, dtype=torch.float32)[None],  # (1, A): a chunk of one step
+            "action_mask": torch.ones(1, dtype=torch.bool),
         }
 
 
@@ -102,7 +103,7 @@ def check_same(ours: Dataset, theirs: RobomimicSamples, count: int) -> None:
         mine = ours[index]
         _, demo, step = mine["id"].split(":")
         other = theirs[where[(demo, int(step))]]
-        for key in ("input_ids", "labels", "pixel_values", "actions"):
+        for key in ("input_ids", "labels", "pixel_values", "actions", "action_mask"):
             if not torch.equal(mine[key], other[key]):
                 raise BenchmarkError(f"loader: sample {mine['id']}: {key} differs between vlx and robomimic")
 

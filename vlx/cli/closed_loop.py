@@ -63,8 +63,9 @@ def offline_action_metrics(cfg: dict[str, Any], model: VisionLanguageModel, sett
     eval_cfg = cfg["eval"] if cfg["eval"].get("demos") else model.config.get("eval", {})
     if not eval_cfg.get("demos"):
         return {}
-    demos = RobomimicFile(eval_cfg["demos"], filter_key=eval_cfg.get("demos_filter_key"), where="eval.demos",
-                          instruction=None)
+    cameras = model.observation.cameras
+    demos = RobomimicFile(eval_cfg["demos"], cameras or "agentview_image", filter_key=eval_cfg.get("demos_filter_key"),
+                          where="eval.demos", instruction=None, state_keys=model.observation.state_keys)
     metrics: dict[str, float] = {}
     for prefix, instruction in (("", None), ("blind_", settings.get("blind_instruction"))):
         if prefix and not instruction:

@@ -20,7 +20,6 @@ from rich.progress import Progress
 from vlx.builder import build_model, to_plain
 from vlx.checkpoint import load
 from vlx.errors import ConfigError
-from vlx.heads.action import ActionTokenHead
 from vlx.evaluation import VQAResult, evaluate_vqa, load_questions
 from vlx.model import VisionLanguageModel
 from vlx.training.lora import add_lora
@@ -74,7 +73,7 @@ def evaluate_checkpoint(config: DictConfig | dict[str, Any], model: VisionLangua
         if not cfg.get("checkpoint"):
             raise ConfigError("vlx eval needs checkpoint=DIR (a directory written by vlx train)")
         model = load(cfg["checkpoint"])
-    if isinstance(model.head, ActionTokenHead):  # a VLA: evaluate it in closed loop
+    if model.is_vla:  # a VLA: evaluate it in closed loop
         from vlx.cli.closed_loop import evaluate_closed_loop
 
         return evaluate_closed_loop(cfg, model)

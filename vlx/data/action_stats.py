@@ -181,11 +181,13 @@ def stats_from_table(table: Mapping[str, Any], where: str) -> dict[str, ActionSt
     return {str(name): ActionStats.from_dict(entry, f"{where}: dataset {name!r}") for name, entry in table.items()}
 
 
-def select_stats(stats: Mapping[str, ActionStats], unnorm_key: str | None) -> ActionStats:
-    """OpenVLA's rule: `unnorm_key` names a dataset; it may be omitted only when there is exactly one."""
+def select_stats(stats: Mapping[str, ActionStats], unnorm_key: str | None, what: str = "action") -> ActionStats:
+    """OpenVLA's rule: `unnorm_key` names a dataset; it may be omitted only when there is exactly one.
+    `what` ("action" or "state") names the statistics in messages."""
     known = sorted(stats)
     if not known:
-        raise ConfigError("no action statistics are available (none were saved with the model); cannot un-normalise")
+        verb = "un-normalise" if what == "action" else "normalise the state"
+        raise ConfigError(f"no {what} statistics are available (none were saved with the model); cannot {verb}")
     if unnorm_key is None:
         if len(known) == 1:
             return stats[known[0]]
@@ -196,6 +198,6 @@ def select_stats(stats: Mapping[str, ActionStats], unnorm_key: str | None) -> Ac
     if unnorm_key not in stats:
         guess = closest(unnorm_key, known)
         hint = f"; did you mean {guess!r}?" if guess else ""
-        raise ConfigError(f"unnorm_key={unnorm_key!r} has no action statistics; known datasets: {known}{hint}",
+        raise ConfigError(f"unnorm_key={unnorm_key!r} has no {what} statistics; known datasets: {known}{hint}",
                           kind="unnorm-key")
     return stats[unnorm_key]

@@ -1,8 +1,11 @@
 """Batch collation: pad token sequences and stack the images of the samples that have one.
 
 The batch contract (DESIGN.md): `input_ids`, `attention_mask`, `labels` (-100 where ignored), `pixel_values`
-(M, 3, H, W) for the M samples that carry an image, in batch order, and `ids` (sample ids, for error
-messages and W&B tables), and `actions` (B, A) for robot data. Training pads on the right; generation pads on the left.
+(M, 3, H, W) for the M samples that carry an image — (M, C, 3, H, W) when each carries C cameras — in batch
+order, and `ids` (sample ids, for error messages and W&B tables). Robot data adds `actions` (B, K, A)
+normalised chunks, `action_mask` (B, K) (False at steps past a demo's end), `state` (B, P) normalised states,
+and for one-pass heads `action_slots` (B, L) (True at the placeholder positions). Training pads on the right;
+generation pads on the left.
 """
 
 from __future__ import annotations
@@ -44,8 +47,11 @@ class Collator:
             "attention_mask": pad_sequences(ones, 0, self.padding_side),  # (B, L)
             "pixel_values": torch.stack(images) if images else None,  # (M, 3, H, W)
         }
-        if "actions" in items[0]:
-            batch["actions"] = torch.stack([item["actions"] for item in items])  # (B, A)
+        for key in ("actions", "action_mask", "state"):  # (B, K, A), (B, K), (B, P)
+            if key in items[0]:
+                batch[key] = torch.stack([item[key] for item in items])
+        if "action_slots" in items[0]:
+            batch["action_slots"] = pad_sequences([item["action_slots"] for item in items], False, self.padding_side)
         if "labels" in items[0]:
             batch["labels"] = pad_sequences([item["labels"] for item in items], IGNORE_INDEX, self.padding_side)
         return batch

@@ -2,8 +2,9 @@
 
 `DemoReader` knows where a file keeps its demos (`data/demo_N`), their subsets (`mask/<filter_key>`) and
 what a usable demo holds: a numeric (T, A) `action_key` dataset with finite values and a matching
-`num_samples` attr, uint8 camera frames `obs/<camera_key>` (T, H, W[, 3|4]), and an instruction (the
-`lang` of the demo's `ep_meta` JSON attr, else the configured one). Each problem is a DataError naming
+`num_samples` attr, uint8 camera frames `obs/<camera>` (T, H, W[, 3|4]) for each of its camera keys, finite
+numeric low-dim `obs/<state key>` arrays (T,) or (T, d) for each state key (concatenated in order into the
+robot state), and an instruction (the `lang` of the demo's `ep_meta` JSON attr, else the configured one). Each problem is a DataError naming
 the file, the demo and the key, with a `kind` from docs/errors.md. `read_demos` checks every demo and
 returns the good ones with the problems found; `RobomimicFile` raises the first problem, while
 `vlx data check` reports them all.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ import h5py
 import numpy as np
 
 from vlx.data.action_stats import first_nonfinite_row
-from vlx.errors import DataError
+from vlx.errors import ConfigError, DataError
 
 
 def check_hdf5_path(path: Path) -> None:
@@ -55,24 +57,57 @@ def json_attr(attrs: h5py.AttributeManager, name: str, where: str) -> dict[str, 
 
 @dataclass(frozen=True)
 class Demo:
-    """What validation learned about one demo."""
+    """What validation learned about one demo; `image_sizes` and `gray` follow the reader's camera keys."""
 
     name: str
     actions: np.ndarray  # (T, A) float32
-    image_size: tuple[int, int]  # (H, W)
-    gray: bool
+    image_sizes: tuple[tuple[int, int], ...]  # (H, W) per camera
+    gray: tuple[bool, ...]  # per camera
     instruction: str
+    state: np.ndarray | None = None  # (T, P) float32, the state keys concatenated; None without state keys
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(H, W) of the first camera."""
+        return self.image_sizes[0]
+
+
+def key_list(keys: str | Sequence[str] | None, what: str, where: str) -> tuple[str, ...]:
+    """`keys` as a tuple of non-empty, distinct strings (a single string is one key; None is none)."""
+    if keys is None:
+        return ()
+    values = (keys,) if isinstance(keys, str) else tuple(keys)
+    if not all(isinstance(key, str) and key for key in values):
+        raise ConfigError(f"config key '{where}' must be a list of non-empty {what} names, got {list(values)!r:.120}")
+    if len(set(values)) != len(values):
+        raise ConfigError(f"config key '{where}' names a {what} twice: {list(values)}")
+    return values
 
 
 @dataclass(frozen=True)
 class DemoReader:
     """Reads and checks the demos of the file at `path`; `where` is the config path of the reader's
-    arguments (e.g. `data`), so messages can name `{where}.camera_key` and the like."""
+    arguments (e.g. `data`), so messages can name `{where}.camera_key` and the like.
+
+    `camera_key` is one camera (config key `camera_key`) or an ordered list (config key `camera_keys`);
+    `state_keys` are the low-dim obs keys whose concatenation is the robot state (none: no state).
+    """
 
     path: Path
-    camera_key: str = "agentview_image"
+    camera_key: str | Sequence[str] = "agentview_image"
     action_key: str = "actions"
     where: str = "data"
+    state_keys: Sequence[str] | None = None
+
+    def __post_init__(self) -> None:
+        single = isinstance(self.camera_key, str)
+        cameras = key_list(self.camera_key, "camera", f"{self.where}.camera_key{'' if single else 's'}")
+        if not cameras:
+            raise ConfigError(f"config key '{self.where}.camera_keys' is empty; name at least one camera")
+        object.__setattr__(self, "camera_keys", cameras)
+        object.__setattr__(self, "camera_fields", [f"{self.where}.camera_key"] if single else
+                           [f"{self.where}.camera_keys[{i}]" for i in range(len(cameras))])
+        object.__setattr__(self, "state_keys", key_list(self.state_keys, "state", f"{self.where}.state_keys"))
 
     def demo_names(self, file: h5py.File) -> list[str]:
         """The demo groups under `data/`, in demo-number order."""
@@ -114,32 +149,27 @@ class DemoReader:
             except DataError as problem:
                 problems.append(problem)
         for demo in demos[1:]:  # every demo must agree with the first on these
-            for kind, what, value, expected in [
-                ("action-dim-mismatch", "action dim", demo.actions.shape[1], demos[0].actions.shape[1]),
-                ("image-size-mismatch", f"obs/{self.camera_key} image size (H, W)", demo.image_size, demos[0].image_size),
-            ]:
+            checks = [("action-dim-mismatch", "action dim", demo.actions.shape[1], demos[0].actions.shape[1])]
+            checks += [("image-size-mismatch", f"obs/{camera} image size (H, W)", size, first)
+                       for camera, size, first in zip(self.camera_keys, demo.image_sizes, demos[0].image_sizes)]
+            if demo.state is not None and demos[0].state is not None:
+                checks.append(("state-dim-mismatch", f"state dim (obs/{' + obs/'.join(self.state_keys)})",
+                               demo.state.shape[1], demos[0].state.shape[1]))
+            for kind, what, value, expected in checks:
                 if value != expected:
                     problems.append(DataError(f"{self.path}: demo {demo.name} has {what} {value} but demo "
                                               f"{demos[0].name} has {expected}; every demo must share one {what}", kind=kind))
         return demos, problems
 
     def read_demo(self, group: h5py.Group, name: str, instruction: str | None) -> Demo:
-        """Check one demo's actions, camera frames (shapes only) and instruction (ep_meta lang, else config)."""
+        """Check one demo's actions, camera frames (shapes only), state and instruction (ep_meta lang, else config)."""
         where = f"{self.path}: demo {name}"
         values = self._actions(group, where)  # (T, A)
         obs = group.get("obs")
-        camera = obs.get(self.camera_key) if isinstance(obs, h5py.Group) else None
-        if not isinstance(camera, h5py.Dataset):
-            obs_keys = sorted(obs) if isinstance(obs, h5py.Group) else []
-            raise DataError(f"{where}: no camera obs/{self.camera_key} ({self.where}.camera_key); "
-                            f"the demo's obs keys are {obs_keys}", kind="missing-camera")
-        shape = camera.shape
-        if camera.dtype != np.uint8 or not (len(shape) == 3 or (len(shape) == 4 and shape[3] in (3, 4))):
-            raise DataError(f"{where}: obs/{self.camera_key} must be uint8 (T, H, W, 3) images (or (T, H, W) "
-                            f"grayscale, (T, H, W, 4) RGBA), got {camera.dtype} {shape}", kind="bad-camera")
-        if shape[0] != len(values):
-            raise DataError(f"{where}: obs/{self.camera_key} has {shape[0]} frames but {self.action_key!r} has "
-                            f"{len(values)} steps; every step needs one frame", kind="frame-count")
+        shapes = [self._camera_shape(obs, camera, field, len(values), where)
+                  for camera, field in zip(self.camera_keys, self.camera_fields)]
+        state = np.concatenate([self._state(obs, key, i, len(values), where) for i, key in enumerate(self.state_keys)],
+                               axis=1) if self.state_keys else None  # (T, P)
         lang = (json_attr(group.attrs, "ep_meta", where) or {}).get("lang")  # the demo's own instruction
         if lang is not None and (not isinstance(lang, str) or not lang.strip()):
             raise DataError(f"{where}: ep_meta 'lang' must be a non-empty string, got {lang!r:.80}", kind="bad-attribute")
@@ -148,7 +178,42 @@ class DemoReader:
                             f"is not set; set {self.where}.instruction in the config to the task's instruction",
                             kind="no-instruction")
         lang = lang if lang is not None else str(instruction)
-        return Demo(name, values, image_size=(shape[1], shape[2]), gray=len(shape) == 3, instruction=lang)
+        return Demo(name, values, image_sizes=tuple((shape[1], shape[2]) for shape in shapes),
+                    gray=tuple(len(shape) == 3 for shape in shapes), instruction=lang, state=state)
+
+    def _camera_shape(self, obs: Any, camera: str, field: str, steps: int, where: str) -> tuple[int, ...]:
+        """The shape of a demo's `obs/<camera>` frames, checked: uint8 images, one frame per step."""
+        frames = obs.get(camera) if isinstance(obs, h5py.Group) else None
+        if not isinstance(frames, h5py.Dataset):
+            obs_keys = sorted(obs) if isinstance(obs, h5py.Group) else []
+            raise DataError(f"{where}: no camera obs/{camera} ({field}); the demo's obs keys are {obs_keys}",
+                            kind="missing-camera")
+        shape = frames.shape
+        if frames.dtype != np.uint8 or not (len(shape) == 3 or (len(shape) == 4 and shape[3] in (3, 4))):
+            raise DataError(f"{where}: obs/{camera} must be uint8 (T, H, W, 3) images (or (T, H, W) "
+                            f"grayscale, (T, H, W, 4) RGBA), got {frames.dtype} {shape}", kind="bad-camera")
+        if shape[0] != steps:
+            raise DataError(f"{where}: obs/{camera} has {shape[0]} frames but {self.action_key!r} has "
+                            f"{steps} steps; every step needs one frame", kind="frame-count")
+        return shape
+
+    def _state(self, obs: Any, key: str, index: int, steps: int, where: str) -> np.ndarray:
+        """A demo's low-dim `obs/<key>` as (T, d) float32: present, numeric, finite, one row per step."""
+        field = f"{self.where}.state_keys[{index}]"
+        values = obs.get(key) if isinstance(obs, h5py.Group) else None
+        if not isinstance(values, h5py.Dataset):
+            obs_keys = sorted(obs) if isinstance(obs, h5py.Group) else []
+            raise DataError(f"{where}: no state obs/{key} ({field}); the demo's obs keys are {obs_keys}",
+                            kind="missing-state")
+        if values.ndim not in (1, 2) or values.dtype.kind not in "fiub" or values.shape[0] != steps:
+            raise DataError(f"{where}: obs/{key} ({field}) must be a numeric (T,) or (T, d) array with one row per "
+                            f"step (T={steps}), got {values.dtype} {values.shape}", kind="bad-state")
+        array = values[()].astype(np.float32).reshape(steps, -1)  # (T, d)
+        step = first_nonfinite_row(array)
+        if step is not None:
+            raise DataError(f"{where}: obs/{key} ({field}) at step {step} is not finite ({array[step].tolist()}); "
+                            "every state value must be a finite number", kind="nonfinite-state")
+        return array
 
     def _actions(self, group: h5py.Group, where: str) -> np.ndarray:
         """The demo's (T, A) float32 actions: present, numeric, 2-D, finite, and as many as `num_samples`."""

@@ -2,8 +2,11 @@
 
 A point gripper moves in the arena [0, 1]² among `num_blocks` coloured square blocks and must close its
 gripper within `success_radius` of the block named by the instruction ("move to the red block"). The
-policy sees an agent-centred camera: the `image_size`² image shows the world window p + [-1, 1]² around
-the agent position p, so the whole arena is always in view and the agent is always at the image centre.
+policy sees an agent-centred camera (`agentview_image`): the `image_size`² image shows the world window
+p + [-1, 1]² around the agent position p, so the whole arena is always in view and the agent is always at
+the image centre; and a wrist camera (`wrist_image`): the close window p + [-w, w]² (w = `wrist_half_width`,
+0.25: a block fills a fifth of it) with the gripper drawn at the centre, white when open and black when
+closed. The proprio state is `agent_pos` (x, y) and `gripper` (1 closed, 0 open).
 Image convention: x grows to the right, world y grows *up* (row 0 is the top of the window, y = p_y + 1).
 Episodes follow the Gymnasium API (`reset(seed)` → (obs, info); `step(a)` → (obs, reward, terminated,
 truncated, info)) and `reset(seed)` determines the whole episode. Rendering is numpy slicing only.
@@ -68,19 +71,21 @@ class BlockReach:
 
     def __init__(self, num_blocks: int = 3, image_size: int = 64, block_size: float = 0.16, max_step: float = 0.1,
                  success_radius: float = 0.1, max_steps: int = 30, block_distance: float = 0.25,
-                 start_distance: float = 0.3) -> None:
+                 start_distance: float = 0.3, wrist_half_width: float = 0.25) -> None:
         if not 1 <= num_blocks <= len(PALETTE):
             raise ConfigError(f"block-reach: num_blocks={num_blocks}; expected 1..{len(PALETTE)} (one colour each)")
         if image_size < 4 or image_size % 2:
             raise ConfigError(f"block-reach: image_size={image_size}; expected an even size >= 4")
-        if max_steps < 1 or min(block_size, max_step, success_radius) <= 0:
-            raise ConfigError("block-reach: max_steps, block_size, max_step and success_radius must be positive")
+        if max_steps < 1 or min(block_size, max_step, success_radius, wrist_half_width) <= 0:
+            raise ConfigError("block-reach: max_steps, block_size, max_step, success_radius and wrist_half_width must "
+                              "be positive")
         self.num_blocks, self.image_size, self.block_size = num_blocks, image_size, block_size
         self.max_step, self.success_radius, self.max_steps = max_step, success_radius, max_steps
         self.block_distance, self.start_distance = block_distance, start_distance
+        self.wrist_half_width = wrist_half_width
         self._kwargs = dict(num_blocks=num_blocks, image_size=image_size, block_size=block_size, max_step=max_step,
                             success_radius=success_radius, max_steps=max_steps, block_distance=block_distance,
-                            start_distance=start_distance)
+                            start_distance=start_distance, wrist_half_width=wrist_half_width)
         self._blocks: np.ndarray | None = None  # (K, 2) block centres; None until reset()
 
     # ------------------------------------------------------------------ episode
@@ -178,6 +183,15 @@ class BlockReach:
         image[c - 1:c + 1, c - 1:c + 1] = AGENT_OPEN  # 2x2 marker on the centre = the agent position
         return image
 
+    def render_wrist(self) -> np.ndarray:
+        """The wrist camera (image_size, image_size, 3) uint8: window p + [-w, w]² with the gripper at the centre."""
+        self._require_reset()
+        size, half = self.image_size, self.wrist_half_width
+        image = self._draw_arena(size, (self._agent[0] - half, self._agent[1] + half, size / (2 * half)))  # (S, S, 3)
+        c, r = size // 2, max(1, size // 16)
+        image[c - r:c + r, c - r:c + r] = AGENT_CLOSED if self._closed else AGENT_OPEN  # the gripper
+        return image
+
     def render_scene(self, size: int = 128) -> np.ndarray:
         """A fixed view of the whole arena (size, size, 3) uint8 with the goal outlined and the agent drawn
         (white when the gripper is open, black when closed)."""
@@ -202,6 +216,7 @@ class BlockReach:
     def _observation(self) -> dict[str, np.ndarray]:
         return {
             "agentview_image": self.render(),  # (H, W, 3) uint8
+            "wrist_image": self.render_wrist(),  # (H, W, 3) uint8
             "agent_pos": self._agent.astype(np.float32),  # (2,)
             "gripper": np.array([float(self._closed)], dtype=np.float32),  # (1,)
         }

@@ -3,7 +3,8 @@
 Layout (robomimic, plus robosuite-1.5's language convention): `data` (attrs `total`, `env_args` JSON),
 `data/demo_{i}` (attrs `num_samples`, `seed`, `ep_meta` = JSON `{"lang": instruction}`; datasets
 `actions` (T, 3) float32 clean expert labels, `rewards` (T,), `dones` (T,) = 1 at the last step,
-`states` (T, S); groups `obs/<key>` and `next_obs/<key>`), and `mask/train`, `mask/valid` (demo names
+`states` (T, S); groups `obs/<key>` and `next_obs/<key>` with the two cameras `agentview_image`,
+`wrist_image` and the proprio keys `agent_pos`, `gripper`), and `mask/train`, `mask/valid` (demo names
 as bytes; valid = the last demos). The executed actions carry Gaussian noise; only successful episodes
 are kept. Episode k uses env seed `seed * 1_000_003 + k`; the file is written to a temporary path and
 renamed, so a crash never leaves a half-written dataset under the final name.
@@ -26,7 +27,8 @@ from vlx.envs.block_reach import BlockReach
 from vlx.envs.expert import check_noise, expert_action, perturb
 from vlx.errors import ConfigError
 
-OBS_KEYS = ("agentview_image", "agent_pos", "gripper")
+OBS_KEYS = ("agentview_image", "wrist_image", "agent_pos", "gripper")
+RECORDING_FORMAT = 2  # 2: the wrist camera is recorded too (recordings of format 1 are made again)
 SEED_STRIDE = 1_000_003  # episode seed = seed * SEED_STRIDE + k
 MAX_ATTEMPTS_PER_DEMO = 20  # give up when the expert fails this often (noise far too large)
 
@@ -143,8 +145,8 @@ def record_demos(out: Path, num_demos: int, seed: int = 0, valid_fraction: float
 def recording_params(num_demos: int, seed: int, valid_fraction: float, noise: float,
                      env_kwargs: dict[str, Any] | None) -> dict[str, Any]:
     """What a recording was made with (stored as the `data` attribute `vlx_recording`)."""
-    return {"num_demos": num_demos, "seed": seed, "valid_fraction": valid_fraction, "noise": noise,
-            "env_kwargs": env_kwargs or {}}
+    return {"format": RECORDING_FORMAT, "num_demos": num_demos, "seed": seed, "valid_fraction": valid_fraction,
+            "noise": noise, "env_kwargs": env_kwargs or {}}
 
 
 def ensure_demos(out: Path, num_demos: int, seed: int = 0, valid_fraction: float = 0.1, noise: float = 0.3,

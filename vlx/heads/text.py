@@ -7,24 +7,18 @@ the supervised positions.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from vlx.errors import DataError
+from vlx.heads.base import HeadOutput
 from vlx.llm.prompts import IGNORE_INDEX
 from vlx.registry import HEADS
 
-
-@dataclass
-class HeadOutput:
-    """Loss, logits and detached scalar metrics (`name` → tensor) of one batch."""
-
-    loss: torch.Tensor
-    logits: torch.Tensor
-    metrics: dict[str, torch.Tensor] = field(default_factory=dict)
+__all__ = ["HeadOutput", "TextHead", "supervised_positions"]
 
 
 def supervised_positions(logits: torch.Tensor, labels: torch.Tensor, sample_ids: list[str] | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -46,7 +40,11 @@ class TextHead(nn.Module):
     def __init__(self, llm: nn.Module | None = None) -> None:
         super().__init__()
 
-    def forward(self, logits: torch.Tensor, labels: torch.Tensor, sample_ids: list[str] | None = None) -> HeadOutput:
+    def forward(self, llm: nn.Module, embeds: torch.Tensor, batch: dict[str, Any]) -> HeadOutput:
+        return self.score(llm(embeds, batch["attention_mask"]), batch["labels"], batch.get("ids"))
+
+    def score(self, logits: torch.Tensor, labels: torch.Tensor, sample_ids: list[str] | None = None) -> HeadOutput:
+        """Loss and metrics of causal-LM logits (B, L, V) against labels (B, L) (-100: no loss)."""
         predictions, targets = supervised_positions(logits, labels, sample_ids)  # (S, V), (S,)
         loss = F.cross_entropy(predictions.float(), targets)
         with torch.no_grad():

@@ -134,6 +134,22 @@ class HFCausalLM(nn.Module):
         out = self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False)
         return out.logits  # (B, L, V)
 
+    def decoder(self) -> nn.Module:
+        """The transformer without its output layer (e.g. `LlamaModel`); its outputs are the final-norm hidden states."""
+        return self.model.get_decoder()
+
+    def output_layer(self) -> nn.Module:
+        """The LM head (hidden states → vocabulary logits)."""
+        return self.model.get_output_embeddings()
+
+    def hidden_states(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
+                      position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """The last layer's hidden states (after the final norm), (B, L, D); `attention_mask` is a (B, L) padding
+        mask or a prepared additive (B, 1, L, L) mask, which transformers uses as given."""
+        out = self.decoder()(inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
+                             use_cache=False)
+        return out.last_hidden_state  # (B, L, D)
+
     def spec(self) -> dict[str, Any]:
         """Registry arguments that rebuild this LLM with no weights (tokenizer path set by the checkpoint)."""
         config = self.model.config.to_dict()

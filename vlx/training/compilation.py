@@ -20,6 +20,9 @@ def compile_parts(model: VisionLanguageModel, spec: dict[str, Any] | None, where
     unknown = sorted(set(parts) - set(PARTS))
     if unknown:
         raise ConfigError(f"{where}.parts names unknown parts {unknown}; expected some of {', '.join(PARTS)}")
+    absent = [part for part in parts if part not in model.parts()]
+    if absent:
+        raise ConfigError(f"{where}.parts names {absent}, which this model does not have (no state input)")
     options = {key: spec[key] for key in ("backend", "mode", "fullgraph", "dynamic") if spec.get(key) is not None}
     for part in parts:
         getattr(model, part).compile(**options)

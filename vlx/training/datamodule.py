@@ -29,12 +29,14 @@ def build_dataset(cfg: Mapping[str, Any], where: str, model: VisionLanguageModel
 
     vlx hands each dataset the pieces of the model it declares in its signature (prompt format,
     tokenizer, image transform, number of image tokens; for robot data the action head, the model's
-    action statistics, whether it is a training set, the `augment` config and its own `config_key`).
+    action and state statistics, its observation spec (cameras, state), whether it is a training set, the
+    `augment` config and its own `config_key`).
     """
     injectable: dict[str, Callable[[], Any]] = {
         "prompt_format": lambda: model.prompt_format, "tokenizer": lambda: model.tokenizer,
         "image_transform": lambda: model.vision.image_transform, "num_image_tokens": lambda: model.vision.num_patches,
         "action_head": lambda: model.action_head, "action_stats": lambda: model.action_stats,
+        "observation": lambda: model.observation, "state_stats": lambda: model.state_stats,
         "training": lambda: training, "augment": lambda: model.config.get("augment"), "config_key": lambda: where,
     }
     name = cfg.get("name") if isinstance(cfg, Mapping) else None

@@ -1,7 +1,9 @@
 """Stages as data: which parts of the model train, and where the weights start from.
 
 `align` trains the projector only, `finetune` the projector and the LLM, `full` everything, `lora` the
-projector plus LoRA adapters on the frozen LLM (see `vlx.training.lora`). Freezing
+projector plus LoRA adapters on the frozen LLM (see `vlx.training.lora`); the stages that train actions also
+name `proprio` and `head` (the state projector and the parameters of regression/flow heads, which start
+fresh), parts a model may lack or that may have no parameters (text and token heads). Freezing
 sets `requires_grad=False` on every parameter of the frozen parts; the model keeps frozen parts in eval
 mode, and the optimiser only ever sees trainable parameters, so frozen weights stay bit-for-bit
 unchanged.
@@ -27,8 +29,8 @@ def apply_stage(
     unknown = [part for part in trainable if part not in PARTS]
     if unknown:
         raise ConfigError(f"config key '{where}' names unknown parts {unknown}; parts are {', '.join(PARTS)}")
-    for part in PARTS:
-        getattr(model, part).requires_grad_(part in trainable)
+    for part, module in model.parts().items():
+        module.requires_grad_(part in trainable)
     if not allow_none and not any(p.requires_grad for p in model.parameters()):
         raise ConfigError(f"config key '{where}'={list(trainable)} leaves no trainable parameter")
 
