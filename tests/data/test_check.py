@@ -153,7 +153,8 @@ def _vlx(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, list[str], str
 def test_cli_prints_the_summary_and_exits_1_on_problems(tmp_path, capsys) -> None:
     status, lines, _ = _vlx(capsys, str(_broken_hdf5(tmp_path)), "--instruction", "lift", "--first", "1")
     assert status == 1
-    assert lines[1] == "demos=3" and lines[-1] == "problems=4"
+    assert lines[0] == "cameras=agentview_image state_keys=none"
+    assert lines[2] == "demos=3" and lines[-1] == "problems=4"
     assert "nonfinite-actions: 1" in lines and "bad-filter-key: 1" in lines
     status, lines, _ = _vlx(capsys, str(write_file(tmp_path / "clean.hdf5")), "--instruction", "lift")
     assert status == 0 and lines[-2:] == ["demos=3", "problems=0"]
@@ -168,3 +169,23 @@ def test_cli_checks_llava_json_with_the_recipe_tokenizer(broken_json, tiny_cfg, 
     assert status == 2
     assert err == f"vlx data: error: {broken_json.with_suffix('.txt')}: no such file; expected a LLaVA .json file or a " \
                   "robomimic .hdf5 file\n"
+
+
+def test_robomimic_check_covers_every_camera_and_the_state(tmp_path, capsys) -> None:
+    from vlx.envs import record_demos
+
+    demos = record_demos(tmp_path / "demos.hdf5", num_demos=10, seed=2).path
+    report = check_robomimic(demos, ["agentview_image", "wrist_image"], state_keys=["agent_pos", "gripper"])
+    assert report.problems == [] and report.checked == 10
+    report = check_robomimic(demos, ["agentview_image", "eye_in_hand"], state_keys=["agent_pos", "joint_pos"])
+    assert report.counts() == {"missing-camera": 10}  # each demo stops at its first problem
+    report = check_robomimic(demos, ["agentview_image", "wrist_image"], state_keys=["agent_pos", "joint_pos"])
+    assert report.counts() == {"missing-state": 10}
+    assert "no state obs/joint_pos (data.state_keys[1])" in str(report.problems[0])
+    with pytest.raises(SystemExit) as exit_info:  # the recipe's cameras and state keys, and one wrong flag
+        main(["data", "check", str(demos), "recipe=openvla-oft-tiny", "--state-key", "agent_pos", "--state-key", "arm"])
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 1
+    assert "cameras=agentview_image,wrist_image state_keys=agent_pos,arm" in out and "missing-state: 10" in out
+    main(["data", "check", str(demos), "recipe=openvla-oft-tiny"])
+    assert "problems=0" in capsys.readouterr().out

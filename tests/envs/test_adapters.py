@@ -123,9 +123,9 @@ def test_gym_success_detection(gym_ids, env_kwargs, success_key, success):
 def test_gym_rollout_through_the_registry(gym_ids, tmp_path: Path):
     shown: set[tuple[tuple[int, ...], str]] = set()
 
-    def towards_the_corner(images: list[np.ndarray], instructions: list[str]) -> np.ndarray:
-        shown.update((image.shape, text) for image, text in zip(images, instructions))
-        return np.full((len(images), 2), 0.5)
+    def towards_the_corner(observations: list[dict], instructions: list[str]) -> np.ndarray:
+        shown.update((obs["agentview_image"].shape, text) for obs, text in zip(observations, instructions))
+        return np.full((len(observations), 2), 0.5)
 
     result = rollout(towards_the_corner, "gymnasium", [0, 1, 2], env_kwargs=GYM, batch_size=2, num_videos=1,
                      video_dir=tmp_path)  # by name: ENVIRONMENTS.build({"name": "gymnasium", **GYM})

@@ -16,15 +16,18 @@ SEEDS = list(range(20))
 
 
 class RecordingPolicy:
-    """An image policy that returns zeros and remembers what it was shown."""
+    """An observation policy that returns zeros and remembers what it was shown."""
 
     def __init__(self) -> None:
         self.batches: list[tuple[int, list[str]]] = []
 
-    def __call__(self, images: list[np.ndarray], instructions: list[str]) -> np.ndarray:
-        assert all(image.shape == (64, 64, 3) and image.dtype == np.uint8 for image in images)
-        self.batches.append((len(images), list(instructions)))
-        return np.zeros((len(images), 3), dtype=np.float32)
+    def __call__(self, observations: list[dict], instructions: list[str]) -> np.ndarray:
+        for obs in observations:
+            assert {"agentview_image", "wrist_image", "agent_pos", "gripper"} <= set(obs)
+            assert all(obs[key].shape == (64, 64, 3) and obs[key].dtype == np.uint8
+                       for key in ("agentview_image", "wrist_image"))
+        self.batches.append((len(observations), list(instructions)))
+        return np.zeros((len(observations), 3), dtype=np.float32)
 
 
 def test_noiseless_expert_succeeds_everywhere():
@@ -81,4 +84,4 @@ def test_errors():
     with pytest.raises(ConfigError, match="env.max_stepz"):
         rollout(RecordingPolicy(), "block-reach", [0], env_kwargs={"max_step": 0.1, "max_stepz": 3})
     with pytest.raises(VlxError, match=r"shape \(1, 2\).*expected \(1, 3\)"):
-        rollout(lambda images, texts: np.zeros((len(images), 2)), "block-reach", [0])
+        rollout(lambda observations, texts: np.zeros((len(observations), 2)), "block-reach", [0])

@@ -1,4 +1,4 @@
-"""`vlx bench train-step|predict-action|loader|gpu`: benchmarks of vlx against the reference implementations.
+"""`vlx bench train-step|predict-action|action-rate|loader|gpu`: benchmarks of vlx against the reference implementations.
 
 Each prints a table and, as its last line, `ratio=...` with what the ratio means and its target
 (docs/BENCHMARKS.md records the measured results). Every benchmark takes `--threads` (the same intra-op
@@ -18,6 +18,7 @@ from vlx.bench.models import SIZES
 DEFAULTS = {  # name → (warm-up rounds, timed rounds, one-line help)
     "train-step": (3, 10, "vlx LLaVA training step vs transformers LlavaForConditionalGeneration in a plain loop"),
     "predict-action": (3, 20, "vlx predict_action vs OpenVLA-style generate() on the same weights"),
+    "action-rate": (2, 10, "actions/s: OpenVLA-style generate() vs vlx's autoregressive, parallel, L1 and flow heads"),
     "loader": (1, 5, "vlx robomimic loader vs robomimic SequenceDataset + DataLoader on the same file"),
     "gpu": (2, 5, "7B-shaped recipes in bf16: training tokens/s, MFU, predict_action Hz, peak memory"),
 }
@@ -56,6 +57,10 @@ def runner(args: argparse.Namespace) -> Callable[[], Any]:
         from vlx.bench import predict_action
 
         return lambda: predict_action.run(args.size, **common)
+    if args.name == "action-rate":
+        from vlx.bench import action_rate
+
+        return lambda: action_rate.run(args.size, **common)
     if args.name == "loader":
         from vlx.bench import loader
 

@@ -1,7 +1,8 @@
 """Closed-loop evaluation of a VLA checkpoint (`vlx eval checkpoint=DIR` when the model acts).
 
-Rolls the policy out on `rollout.episodes` seeded episodes of `rollout.env` and prints
-`success_rate=`; beside it the same policy with an uninformative instruction (`blind_success_rate=`, the
+Rolls the policy out on `rollout.episodes` seeded episodes of `rollout.env` (the model's cameras and state
+read from the environment's observation by name; chunks executed as `rollout.execute_steps` /
+`rollout.ensemble` say) and prints `success_rate=`; beside it the same policy with an uninformative instruction (`blind_success_rate=`, the
 language-blind control) and the scripted expert (`expert_success_rate=`) when the environment has one.
 With `eval.demos` (a robomimic file) it also prints offline `action_accuracy=` / `action_l1=` on its
 held-out split, and `blind_action_accuracy=` with the uninformative instruction. GIFs of the first
@@ -23,12 +24,41 @@ from vlx.envs import ExpertPolicy, rollout
 from vlx.envs.block_reach import ENV_NAME
 from vlx.envs.rollout import RolloutResult
 from vlx.errors import ConfigError
+from vlx.execution import ExecutionSettings
 from vlx.model import VisionLanguageModel
 
 
+def observation_inputs(model: VisionLanguageModel, obs: dict[str, Any]) -> tuple[Any, Any]:
+    """(image or {camera: image}, state or None) for the model from an environment's observation dict."""
+    spec = model.observation
+    if spec.cameras:
+        missing = [name for name in spec.cameras if name not in obs]
+        if missing:
+            raise ConfigError(f"rollout: the environment's observation has no camera {missing[0]!r} (it has "
+                              f"{sorted(obs)}), but the model was trained with cameras {spec.cameras}")
+        images: Any = {name: obs[name] for name in spec.cameras}
+    else:
+        images = obs["agentview_image"]
+    if spec.state_dim is None:
+        return images, None
+    if not spec.state_keys:
+        raise ConfigError("rollout: the model takes a state but its config names no observation.state_keys to build "
+                          "it from the environment's observation")
+    missing = [key for key in spec.state_keys if key not in obs]
+    if missing:
+        raise ConfigError(f"rollout: the environment's observation has no state key {missing[0]!r} (it has "
+                          f"{sorted(obs)}); observation.state_keys={spec.state_keys}")
+    return images, np.concatenate([np.asarray(obs[key], dtype=np.float32).reshape(-1) for key in spec.state_keys])
+
+
 def model_policy(model: VisionLanguageModel, unnorm_key: str | None):
-    """The batched image policy `rollout` calls: predict_actions on the camera frames."""
-    return lambda images, instructions: model.predict_actions(images, instructions, unnorm_key)
+    """The batched observation policy `rollout` calls: predict_actions on the cameras (and state) it needs."""
+    def policy(observations: list[dict[str, Any]], instructions: list[str]) -> np.ndarray:
+        inputs = [observation_inputs(model, obs) for obs in observations]
+        states = [state for _, state in inputs] if model.observation.state_dim is not None else None
+        return model.predict_actions([images for images, _ in inputs], instructions, unnorm_key, states)
+
+    return policy
 
 
 def evaluate_closed_loop(cfg: dict[str, Any], model: VisionLanguageModel) -> dict[str, Any]:
@@ -41,12 +71,14 @@ def evaluate_closed_loop(cfg: dict[str, Any], model: VisionLanguageModel) -> dic
     seeds = list(range(int(settings["first_seed"]), int(settings["first_seed"]) + int(settings["episodes"])))
     output_dir = Path(cfg["output_dir"])
     common = {"env_kwargs": kwargs, "batch_size": int(settings["batch_size"])}
+    execution = ExecutionSettings.from_config(model.chunk_size, settings)
     policy = model_policy(model, settings.get("unnorm_key"))
     results = {"policy": rollout(policy, env, seeds, num_videos=int(settings["videos"]), video_dir=output_dir / "videos",
-                                 **common)}
+                                 execution=execution, **common)}
     print(f"success_rate={results['policy'].success_rate:.3f}")
     if settings.get("blind_instruction"):
-        results["blind"] = rollout(policy, env, seeds, instruction_override=settings["blind_instruction"], **common)
+        results["blind"] = rollout(policy, env, seeds, instruction_override=settings["blind_instruction"],
+                                   execution=execution, **common)
         print(f"blind_success_rate={results['blind'].success_rate:.3f}")
     if settings.get("expert_noise") is not None and env == ENV_NAME:  # the built-in task's scripted expert
         results["expert"] = rollout(ExpertPolicy(noise=float(settings["expert_noise"])), env, seeds, **common)

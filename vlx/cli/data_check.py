@@ -3,8 +3,10 @@
 A `.json` file is checked as LLaVA JSON: the tokenizer, prompt format, number of image tokens and
 max_length come from a recipe's stage (Hydra overrides, default recipe llava-tiny and its last stage that
 trains on LLaVA JSON), with the model built on the `meta` device (no weights read). An HDF5 file is
-checked as robomimic demonstrations with the given camera/action keys. The summary goes to stdout; the
-exit status is 1 when there are problems, 0 when there are none.
+checked as robomimic demonstrations with the given camera, state and action keys (`--camera-key` and
+`--state-key` repeat, in order; without them a `recipe=NAME` override takes the recipe's
+`observation.cameras` / `observation.state_keys`). The summary goes to stdout; the exit status is 1 when
+there are problems, 0 when there are none.
 """
 
 from __future__ import annotations
@@ -33,7 +35,10 @@ def add_parser(sub: Any) -> None:
     check.add_argument("--stage", help="LLaVA JSON: the recipe stage whose prompt format and max_length apply "
                        "(default: the last one that trains on llava-json)")
     check.add_argument("--max-length", type=int, help="LLaVA JSON: default: the stage's data.train.max_length")
-    check.add_argument("--camera-key", default="agentview_image", help="HDF5: default: %(default)s")
+    check.add_argument("--camera-key", action="append", help="HDF5: a camera obs key; repeat for several cameras, in the "
+                       "model's order (default: the recipe's observation.cameras, else agentview_image)")
+    check.add_argument("--state-key", action="append", help="HDF5: a low-dim obs key of the robot state; repeat, in "
+                       "order (default: the recipe's observation.state_keys, else none)")
     check.add_argument("--action-key", default="actions", help="HDF5: default: %(default)s")
     check.add_argument("--instruction", help="HDF5: the instruction of demos without ep_meta 'lang'")
     check.add_argument("--filter-key", help="HDF5: a mask/ key that must exist (every mask/ key is checked)")
@@ -67,6 +72,17 @@ def check_json(args: argparse.Namespace) -> CheckReport:
                             max_length)
 
 
+def observation_keys(args: argparse.Namespace) -> tuple[list[str], list[str] | None]:
+    """The camera and state keys to check: the flags', else the recipe's observation node (when one is named)."""
+    cameras, state_keys = args.camera_key, args.state_key
+    if (cameras is None or state_keys is None) and any(o.startswith("recipe=") for o in args.overrides):
+        observation = to_plain(compose(args.overrides).get("observation")) or {}
+        cameras = cameras or observation.get("cameras")
+        state_keys = state_keys if state_keys is not None else observation.get("state_keys")
+    print(f"cameras={','.join(cameras or ['agentview_image'])} state_keys={','.join(state_keys or []) or 'none'}")
+    return list(cameras or ["agentview_image"]), state_keys
+
+
 def run(args: argparse.Namespace) -> None:
     """Check the file, print the summary, exit 1 when there are problems."""
     path = Path(args.path).expanduser()
@@ -75,7 +91,9 @@ def run(args: argparse.Namespace) -> None:
     if path.suffix.lower() == ".json":
         report = check_json(args)
     elif path.suffix.lower() in (".hdf5", ".h5") or h5py.is_hdf5(path):
-        report = check_robomimic(path, args.camera_key, args.action_key, args.instruction, args.filter_key)
+        cameras, state_keys = observation_keys(args)
+        report = check_robomimic(path, cameras if len(cameras) > 1 else cameras[0], args.action_key, args.instruction,
+                                 args.filter_key, state_keys=state_keys)
     else:
         raise DataError(f"{path}: cannot tell the dataset type; expected a LLaVA .json file or a robomimic .hdf5 file",
                         kind="unknown-format")

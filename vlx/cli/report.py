@@ -28,8 +28,8 @@ from vlx.training.stages import apply_stage
 
 def print_info(config: DictConfig | dict[str, Any]) -> dict[str, int]:
     """Print and return the parameter counts of the configured model, built on the meta device."""
-    parts = ("vision", "projector", "llm", "head", "train")
-    cfg = {key: to_plain(config[key]) for key in parts}  # only what sizing needs: data paths may be unset
+    parts = ("vision", "projector", "llm", "head", "proprio", "observation", "train")
+    cfg = {key: to_plain(config.get(key)) for key in parts}  # only what sizing needs: data paths may be unset
     stages = [
         {key: to_plain(config["stages"][name].get(key)) for key in ("trainable", "prompt", "lora")}
         for name in cfg["train"]["stages"] if name in config["stages"]
@@ -45,7 +45,7 @@ def print_info(config: DictConfig | dict[str, Any]) -> dict[str, int]:
     print(f"params_total={counts['total']}")
     print(f"params_trainable={counts['trainable']}")
     print(f"params_frozen={counts['frozen']}")
-    for part in ("vision", "projector", "llm"):
+    for part in ("vision", "projector", "proprio", "llm", "head"):
         print(f"params_{part}={counts[f'{part}_total']}")
     return counts
 

@@ -80,13 +80,15 @@ def check_llava_json(
 
 
 def check_robomimic(
-    path: str | Path, camera_key: str = "agentview_image", action_key: str = "actions",
+    path: str | Path, camera_key: str | list[str] = "agentview_image", action_key: str = "actions",
     instruction: str | None = None, filter_key: str | None = None, where: str = "data",
+    state_keys: list[str] | None = None,
 ) -> CheckReport:
-    """Every demo of a robomimic HDF5 file, every `mask/` filter key (and `filter_key`, which must exist),
-    the `env_args` attr, and a note for each action dimension with zero range."""
+    """Every demo of a robomimic HDF5 file — its actions, every camera of `camera_key` (one key or a list), the
+    low-dim `state_keys` — every `mask/` filter key (and `filter_key`, which must exist), the `env_args` attr,
+    and a note for each action dimension with zero range."""
     report = CheckReport(Path(path).expanduser(), "demos")
-    reader = DemoReader(report.path, camera_key, action_key, where)
+    reader = DemoReader(report.path, camera_key, action_key, where, state_keys)
     try:
         check_hdf5_path(report.path)
         with h5py.File(report.path, "r") as file:

@@ -1,8 +1,11 @@
 """Closed-loop evaluation: run a batched policy in up to `batch_size` environments in lockstep.
 
-A policy is either an image policy, `policy(images, instructions) -> (B, action_dim)` with `images` a
-list of uint8 (H, W, 3) camera frames, or a state policy that implements `act_envs(envs, instructions)`
-(the `EnvPolicy` protocol; the scripted `ExpertPolicy` does, since it reads the env state, not pixels).
+A policy is either an observation policy, `policy(observations, instructions)` with `observations` the
+environments' observation dicts (camera frames as uint8 (H, W, 3), low-dim state arrays), returning
+(B, action_dim) actions or (B, K, action_dim) chunks, or a state policy that implements
+`act_envs(envs, instructions)` (the `EnvPolicy` protocol; the scripted `ExpertPolicy` does, since it reads the
+env state, not pixels). Chunks are executed by one `ChunkExecutor` per episode (receding horizon or temporal
+ensembling, `vlx.execution`); the policy is asked only for the episodes whose executor needs a prediction.
 Each episode resets its own environment with its seed and runs until success or truncation; finished
 environments leave the batch and the next seeds take their places. `instruction_override` replaces the
 instruction the policy sees (the language-blind control) while results keep the task's own instruction.
@@ -22,9 +25,10 @@ from rich.progress import Progress
 
 from vlx.envs.video import compose_frame, write_gif
 from vlx.errors import ConfigError, DataError
+from vlx.execution import ChunkExecutor, ExecutionSettings
 from vlx.registry import ENVIRONMENTS
 
-ImagePolicy = Callable[[list[np.ndarray], list[str]], np.ndarray]
+ObservationPolicy = Callable[[list[dict[str, np.ndarray]], list[str]], np.ndarray]
 
 
 class ClosedLoopEnv(Protocol):
@@ -85,6 +89,7 @@ class _Running:
     env: ClosedLoopEnv
     obs: dict[str, np.ndarray]
     frames: list[np.ndarray] | None  # None when this episode gets no video
+    executor: ChunkExecutor
     steps: int = 0
 
 
@@ -98,20 +103,21 @@ def env_factory(env_name_or_factory: str | Callable[..., ClosedLoopEnv],
     return lambda: env_name_or_factory(**kwargs)
 
 
-def _act(policy: ImagePolicy | EnvPolicy, batch: list[_Running], image_key: str,
-        instruction_override: str | None) -> np.ndarray:
-    """Query `policy` once for the whole batch; returns (B, action_dim) after checking the shape."""
+def _act(policy: ObservationPolicy | EnvPolicy, batch: list[_Running], instruction_override: str | None,
+         chunk_size: int) -> np.ndarray:
+    """Query `policy` once for the batch; returns (B, K, action_dim) chunks after checking the shape."""
     instructions = [instruction_override or run.env.instruction for run in batch]
     if isinstance(policy, EnvPolicy):
         actions = policy.act_envs([run.env for run in batch], instructions)
     else:
-        actions = policy([run.obs[image_key] for run in batch], instructions)
-    actions = np.asarray(actions)  # (B, A)
-    expected = (len(batch), batch[0].env.action_dim)
-    if actions.shape != expected:
+        actions = policy([run.obs for run in batch], instructions)
+    actions = np.asarray(actions)  # (B, A) | (B, K, A)
+    chunks = actions[:, None] if actions.ndim == 2 else actions  # (B, K, A)
+    expected = (len(batch), chunk_size, batch[0].env.action_dim)
+    if chunks.shape != expected:
         raise DataError(f"rollout: the policy returned actions of shape {actions.shape} for a batch of "
-                        f"{len(batch)}; expected {expected}")
-    return actions
+                        f"{len(batch)}; expected {expected if chunk_size > 1 else expected[::2]}")
+    return chunks
 
 
 def _frame(run: _Running, image_key: str) -> None:
@@ -119,11 +125,15 @@ def _frame(run: _Running, image_key: str) -> None:
         run.frames.append(compose_frame(run.env.render_scene(), run.obs[image_key], run.steps / run.env.max_steps))
 
 
-def rollout(policy: ImagePolicy | EnvPolicy, env_name_or_factory: str | Callable[..., ClosedLoopEnv],
+def rollout(policy: ObservationPolicy | EnvPolicy, env_name_or_factory: str | Callable[..., ClosedLoopEnv],
             seeds: list[int], *, env_kwargs: dict[str, Any] | None = None, instruction_override: str | None = None,
             num_videos: int = 0, video_dir: Path | None = None, batch_size: int = 16,
-            image_key: str = "agentview_image") -> RolloutResult:
-    """Evaluate `policy` on one episode per seed; GIFs of the first `num_videos` go to `video_dir`."""
+            image_key: str = "agentview_image", execution: ExecutionSettings | None = None) -> RolloutResult:
+    """Evaluate `policy` on one episode per seed; GIFs of the first `num_videos` go to `video_dir`.
+
+    `execution` says how the policy's chunks become steps (default: one action per prediction); `image_key`
+    is the camera shown in the videos."""
+    execution = execution or ExecutionSettings()
     if not seeds:
         raise ConfigError("rollout: seeds is empty; give at least one episode seed")
     if batch_size < 1:
@@ -141,13 +151,17 @@ def rollout(policy: ImagePolicy | EnvPolicy, env_name_or_factory: str | Callable
             while pending and len(running) < batch_size:
                 index, seed = pending.popleft()
                 env = make()
-                run = _Running(index, seed, env, env.reset(seed)[0], [] if index < num_videos else None)
+                run = _Running(index, seed, env, env.reset(seed)[0], [] if index < num_videos else None,
+                               ChunkExecutor(execution))
                 _frame(run, image_key)
                 running.append(run)
-            actions = _act(policy, running, image_key, instruction_override)  # (B, A)
+            asking = [run for run in running if run.executor.needs_prediction()]
+            if asking:
+                for run, chunk in zip(asking, _act(policy, asking, instruction_override, execution.chunk_size)):
+                    run.executor.add(chunk)  # (K, A)
             still: list[_Running] = []
-            for run, action in zip(running, actions):
-                run.obs, _, terminated, truncated, _ = run.env.step(action)
+            for run in running:
+                run.obs, _, terminated, truncated, _ = run.env.step(run.executor.next_action())
                 run.steps += 1
                 _frame(run, image_key)
                 if not (terminated or truncated):

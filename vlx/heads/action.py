@@ -112,7 +112,10 @@ class ActionTokenHead(TokenActionHead):
         return ActionSequence(ids + [self.eos_id], labels + [self.eos_id], [False] * (len(ids) + 1))
 
     def forward(self, llm: nn.Module, embeds: torch.Tensor, batch: dict[str, Any]) -> HeadOutput:
+        """Text and action batches alike: the masked next-token loss (action metrics where there are actions)."""
         return self.score(llm(embeds, batch["attention_mask"]), batch["labels"], batch.get("ids"))
+
+    action_forward = forward
 
     def score(self, logits: torch.Tensor, labels: torch.Tensor, sample_ids: list[str] | None = None) -> HeadOutput:
         """Loss and metrics of causal-LM logits (B, L, V) against labels (B, L) (-100: no loss)."""

@@ -4,8 +4,10 @@ A head owns what follows the prompt and what the LLM's outputs mean. The text he
 causal pass. An action head (`ActionHead`) predicts a chunk of `chunk_size` normalised actions of
 `action_dim` values each and says, through `sequence`, what a VLA sample appends to its prompt: token ids,
 their labels, and which positions are *action slots* (placeholders whose hidden states a one-pass head
-reads). `forward(llm, embeds, batch)` runs whatever passes it needs and returns the loss and metrics;
-`decode(llm, embeds, batch)` returns the (B, K, A) normalised chunk. Nothing outside a head knows which
+reads). `forward(llm, embeds, batch)` runs whatever passes it needs and returns the loss and metrics — on a
+batch of text (no `actions`: questions about the robot's frames before the actions stage, VLM co-training) it
+is the text head's masked next-token loss, whatever the action head; `decode(llm, embeds, batch)` returns
+the (B, K, A) normalised chunk. Nothing outside a head knows which
 kind it is. Batches of robot data carry `actions` (B, K, A) normalised targets and `action_mask` (B, K),
 False at steps past the end of a demonstration, which no loss or metric counts.
 """
@@ -18,9 +20,11 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vlx.errors import ConfigError, DataError
+from vlx.llm.prompts import IGNORE_INDEX
 
 
 @dataclass
@@ -39,6 +43,24 @@ class ActionSequence:
     input_ids: list[int]
     labels: list[int]
     slots: list[bool]
+
+
+def supervised_positions(logits: torch.Tensor, labels: torch.Tensor, sample_ids: list[str] | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (S, V) and target ids (S,) of the S positions that carry a label; none at all is an error."""
+    targets = labels[:, 1:]  # (B, L-1): token t is predicted at position t-1
+    supervised = targets != IGNORE_INDEX  # (B, L-1)
+    if not bool(supervised.any()):
+        raise DataError(f"batch {sample_ids or '?'} has no supervised token: every label is -100")
+    return logits[:, :-1][supervised], targets[supervised]  # (S, V), (S,)
+
+
+def text_loss(logits: torch.Tensor, labels: torch.Tensor, sample_ids: list[str] | None = None) -> HeadOutput:
+    """Masked next-token cross-entropy of causal-LM logits (B, L, V) and token accuracy on the labelled positions."""
+    predictions, targets = supervised_positions(logits, labels, sample_ids)  # (S, V), (S,)
+    loss = F.cross_entropy(predictions.float(), targets)
+    with torch.no_grad():
+        accuracy = (predictions.argmax(-1) == targets).float().mean()
+    return HeadOutput(loss, logits, {"token_accuracy": accuracy})
 
 
 def positive_int(value: Any, key: str) -> int:
@@ -68,9 +90,15 @@ class ActionHead(nn.Module, ABC):
         """The suffix of a training sample (normalised `chunk` (K, A), real steps `mask` (K,)) or, with no
         chunk, of an inference prompt."""
 
-    @abstractmethod
     def forward(self, llm: nn.Module, embeds: torch.Tensor, batch: dict[str, Any]) -> HeadOutput:
         """Loss and metrics of a batch whose prompt embeddings (visual and state tokens spliced in) are `embeds`."""
+        if "actions" not in batch:  # text: the LM's own next-token loss
+            return text_loss(llm(embeds, batch["attention_mask"]), batch["labels"], batch.get("ids"))
+        return self.action_forward(llm, embeds, batch)
+
+    @abstractmethod
+    def action_forward(self, llm: nn.Module, embeds: torch.Tensor, batch: dict[str, Any]) -> HeadOutput:
+        """Loss and metrics of a batch of robot data (`actions`, `action_mask`, the head's suffix)."""
 
     @abstractmethod
     def decode(self, llm: nn.Module, embeds: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
@@ -78,10 +106,7 @@ class ActionHead(nn.Module, ABC):
 
     def targets(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """The batch's normalised target chunk (B, K, A) and real-step mask (B, K), checked against this head."""
-        actions = batch.get("actions")
-        if actions is None:
-            raise DataError(f"batch {batch.get('ids', '?')} has no 'actions': an action head trains on robot data "
-                            "(e.g. data.train.name=robomimic-hdf5)")
+        actions = batch["actions"]
         if actions.dim() == 2:  # (B, A): one step
             actions = actions[:, None]
         if tuple(actions.shape[1:]) != self.chunk_shape:

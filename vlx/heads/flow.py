@@ -55,7 +55,6 @@ class FlowMatchingHead(ActionHead):
         self.num_steps = positive_int(num_steps, "head.num_steps")
         self.sample_seed = int(sample_seed)
         self.expert = ActionExpert(config, self.action_dim, width, mlp_dim)
-        self._time = torch.distributions.Beta(torch.tensor(1.5), torch.tensor(1.0))
 
     def sequence(self, chunk: np.ndarray | None = None, mask: np.ndarray | None = None) -> ActionSequence:
         return ActionSequence([], [], [])  # the prompt is the whole prefix; actions go through the expert
@@ -68,12 +67,13 @@ class FlowMatchingHead(ActionHead):
                               "under gradient checkpointing): set llm.gradient_checkpointing=false")
         return kv, mask, llm_rotary(llm.decoder())
 
-    def forward(self, llm: nn.Module, embeds: torch.Tensor, batch: dict[str, Any]) -> HeadOutput:
+    def action_forward(self, llm: nn.Module, embeds: torch.Tensor, batch: dict[str, Any]) -> HeadOutput:
         target, real = self.targets(batch)  # (B, K, A), (B, K)
         target, real = target.to(embeds.device), real.to(embeds.device)
         kv, mask, rotate = self._prefix(llm, embeds, batch)
         batch_size = target.shape[0]
-        time = (self._time.sample((batch_size,)) * 0.999 + 0.001).to(embeds.device)  # (B,)
+        beta = torch.distributions.Beta(torch.full((batch_size,), 1.5), torch.ones(batch_size))
+        time = (beta.sample() * 0.999 + 0.001).to(embeds.device)  # (B,): pi0's Beta(1.5, 1) on [0.001, 1]
         noise = torch.randn_like(target)  # (B, K, A)
         t = time[:, None, None]
         noisy = t * noise + (1 - t) * target  # (B, K, A)

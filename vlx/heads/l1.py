@@ -52,7 +52,7 @@ class L1RegressionHead(ActionHead):
         dtype = next(self.mlp.parameters()).dtype
         return self.mlp(per_step.to(dtype)).float()  # (B, K, A)
 
-    def forward(self, llm: nn.Module, embeds: torch.Tensor, batch: dict[str, Any]) -> HeadOutput:
+    def action_forward(self, llm: nn.Module, embeds: torch.Tensor, batch: dict[str, Any]) -> HeadOutput:
         target, mask = self.targets(batch)  # (B, K, A), (B, K)
         predicted = self.predict(llm, embeds, batch)  # (B, K, A)
         loss = masked_l1(predicted, target.to(predicted.device), mask.to(predicted.device))

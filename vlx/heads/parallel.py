@@ -53,7 +53,7 @@ class ParallelActionTokenHead(TokenActionHead):
         bias = None if head.bias is None else head.bias[rows]
         return F.linear(hidden, head.weight[rows], bias)  # (B, S, n_bins)
 
-    def forward(self, llm: nn.Module, embeds: torch.Tensor, batch: dict[str, Any]) -> HeadOutput:
+    def action_forward(self, llm: nn.Module, embeds: torch.Tensor, batch: dict[str, Any]) -> HeadOutput:
         logits = self.slot_logits(llm, embeds, batch)  # (B, S, V)
         slots = batch["action_slots"].to(embeds.device).bool()  # (B, L)
         labels = batch["labels"].to(embeds.device)[slots].reshape(logits.shape[:2])  # (B, S), no shift

@@ -10,24 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from vlx.errors import DataError
-from vlx.heads.base import HeadOutput
-from vlx.llm.prompts import IGNORE_INDEX
+from vlx.heads.base import HeadOutput, supervised_positions, text_loss
 from vlx.registry import HEADS
 
-__all__ = ["HeadOutput", "TextHead", "supervised_positions"]
-
-
-def supervised_positions(logits: torch.Tensor, labels: torch.Tensor, sample_ids: list[str] | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits (S, V) and target ids (S,) of the S positions that carry a label; none at all is an error."""
-    targets = labels[:, 1:]  # (B, L-1): token t is predicted at position t-1
-    supervised = targets != IGNORE_INDEX  # (B, L-1)
-    if not bool(supervised.any()):
-        raise DataError(f"batch {sample_ids or '?'} has no supervised token: every label is -100")
-    return logits[:, :-1][supervised], targets[supervised]  # (S, V), (S,)
+__all__ = ["HeadOutput", "TextHead", "supervised_positions", "text_loss"]
 
 
 @HEADS.register("text")
@@ -45,8 +33,4 @@ class TextHead(nn.Module):
 
     def score(self, logits: torch.Tensor, labels: torch.Tensor, sample_ids: list[str] | None = None) -> HeadOutput:
         """Loss and metrics of causal-LM logits (B, L, V) against labels (B, L) (-100: no loss)."""
-        predictions, targets = supervised_positions(logits, labels, sample_ids)  # (S, V), (S,)
-        loss = F.cross_entropy(predictions.float(), targets)
-        with torch.no_grad():
-            accuracy = (predictions.argmax(-1) == targets).float().mean()
-        return HeadOutput(loss, logits, {"token_accuracy": accuracy})
+        return text_loss(logits, labels, sample_ids)

@@ -68,8 +68,8 @@ class TrainingFlops:
 
     def __call__(self, batch: dict[str, Any]) -> int:
         sequences, length = batch["input_ids"].shape  # (B, L), padded
-        pixels = batch.get("pixel_values")
-        images = 0 if pixels is None else int(pixels.shape[0])
+        pixels = batch.get("pixel_values")  # (M, 3k, H, W) or (M, C, 3k, H, W): C cameras per sample
+        images = 0 if pixels is None else int(pixels.shape[0]) * (int(pixels.shape[1]) if pixels.dim() == 5 else 1)
         image_tokens = images * self.num_patches
         llm = 2 * self.llm_weights * sequences * length + sequences * _attention_flops(self.llm_config, length)
         projector = 2 * self.projector_weights * image_tokens
