@@ -21,7 +21,10 @@ from vlx.errors import ConfigError, DataError
 
 
 class ObservationError(DataError, ValueError):
-    """An observation that does not fit the model: cameras, state length or values."""
+    """An observation that does not fit the model: cameras, state length or values (kind `observation`)."""
+
+    def __init__(self, message: str, kind: str = "observation") -> None:
+        super().__init__(message, kind)
 
 
 def camera_names(value: Any, key: str) -> list[str] | None:

@@ -126,8 +126,10 @@ def test_gpu_script_runs_tiny_on_cpu(capsys: pytest.CaptureFixture) -> None:
     out = run_cli(["gpu", "--tiny", "--warmup", "0", "--repeats", "1", "--threads", "1", "--batch-size", "2"], capsys)
     assert RATIO_LINE.match(last_line(out))
     llava = re.search(r"tiny llava-family: .*?(\d+) tokens/s, step (\d+\.\d+) s", out)
-    vla = re.search(r"tiny openvla-family: .*? predict_action (\d+\.\d+) Hz", out)
-    assert llava and int(llava[1]) > 0 and vla and float(vla[1]) > 0
+    vla = re.search(r"tiny openvla-family: .*? predict_action (\d+\.\d+) Hz \((\d+\.\d+) actions/s\)", out)
+    oft = re.search(r"tiny openvla-oft-family: .*? predict_action (\d+\.\d+) Hz \((\d+\.\d+) actions/s\)", out)
+    assert llava and int(llava[1]) > 0 and vla and float(vla[1]) > 0 and float(vla[2]) == pytest.approx(float(vla[1]), rel=0.01)
+    assert oft and float(oft[2]) == pytest.approx(8 * float(oft[1]), rel=0.01)  # chunks of 8 actions per call
 
 
 def test_gpu_flops_formula_on_a_7b_recipe(tmp_path) -> None:
@@ -146,6 +148,29 @@ def test_gpu_flops_formula_on_a_7b_recipe(tmp_path) -> None:
     tokens = 2 * 289
     expected = 6 * n_llm * tokens + 12 * 2 * 4096 * 289 * tokens + 2 * vision * 512 + 6 * projector * 512
     assert step_flops(work.model, work.trainable, batch) == expected
+
+
+def test_gpu_workload_of_openvla_oft_7b_has_both_cameras_the_state_and_the_slots(tmp_path) -> None:
+    from vlx.bench.gpu import recipe_workload, step_flops, synthetic_batch
+    from vlx.bench.models import write_tokenizer
+
+    work = recipe_workload("openvla-oft-7b", write_tokenizer(tmp_path), layers=2, device="meta")
+    assert work.trainable == ["projector", "proprio", "head"] and work.model.chunk_size == 8
+    batch = synthetic_batch(work.model, 2, "cpu")  # the model is on the meta device; the batch can be read
+    length = 1 + 2 * 256 + 1 + 32 + 8 * 7  # BOS, two cameras' patches, the state token, the prompt, the slots
+    assert batch["input_ids"].shape == (2, length) and batch["pixel_values"].shape == (2, 2, 6, 224, 224)
+    assert batch["state"].shape == (2, 8) and batch["actions"].shape == (2, 8, 7)
+    assert batch["action_slots"].sum(1).tolist() == [56, 56] and bool(batch["action_slots"][:, -56:].all())
+    head = sum(p.numel() for p in work.model.head.parameters())
+    proprio = sum(p.numel() for p in work.model.proprio.parameters())
+    without_extras = step_flops(work.model, ["projector"], batch) - 6 * head * 8 * 2 - 6 * proprio * 2
+    lm = work.model.llm.model
+    n_llm = sum(p.numel() for p in lm.parameters()) - lm.get_input_embeddings().weight.numel()
+    patches = 2 * 2 * 256
+    vision = sum(p.numel() for p in work.model.vision.parameters())
+    projector = sum(p.numel() for p in work.model.projector.parameters())
+    tokens = 2 * length
+    assert without_extras == 6 * n_llm * tokens + 12 * 2 * 4096 * length * tokens + 2 * vision * patches + 6 * projector * patches
 
 
 @pytest.mark.parametrize("argv, message", [

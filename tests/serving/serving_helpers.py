@@ -1,4 +1,4 @@
-"""Shared pieces of the serving tests: a deterministic policy whose output can be checked exactly, and image builders."""
+"""Shared pieces of the serving tests: deterministic policies whose output can be checked exactly, and image builders."""
 
 from __future__ import annotations
 
@@ -13,8 +13,23 @@ import numpy as np
 from PIL import Image
 
 from vlx.errors import ConfigError, DataError
+from vlx.observation import ObservationSpec
 
 SCALES = {"bridge": 1.0, "libero": 2.0}
+CAMERAS = ["agentview_image", "wrist_image"]
+# what GET /health adds for a one-image, one-step policy such as ColourPolicy
+ONE_STEP_HEALTH = {"chunk_size": 1, "cameras": None, "state_dim": None, "execute_steps": 1, "ensemble": None}
+
+
+def resolve_unnorm_key(unnorm_keys: list[str], unnorm_key: str | None) -> str:
+    """The dataset a real VLA would un-normalise with, or its ConfigError (missing but needed, or unknown)."""
+    if unnorm_key is None:
+        if len(unnorm_keys) != 1:
+            raise ConfigError(f"unnorm_key is required: this model carries statistics for {', '.join(unnorm_keys)}")
+        unnorm_key = unnorm_keys[0]
+    if unnorm_key not in unnorm_keys:
+        raise ConfigError(f"unknown unnorm_key {unnorm_key!r}")
+    return unnorm_key
 
 
 class ColourPolicy:
@@ -47,12 +62,7 @@ class ColourPolicy:
     def _predict(self, image: Image.Image, instruction: str, unnorm_key: str | None) -> np.ndarray:
         assert isinstance(image, Image.Image) and image.mode == "RGB", image
         self.calls.append((image.size, instruction, unnorm_key))
-        if unnorm_key is None:
-            if len(self.unnorm_keys) != 1:
-                raise ConfigError(f"unnorm_key is required: this model carries statistics for {', '.join(self.unnorm_keys)}")
-            unnorm_key = self.unnorm_keys[0]
-        if unnorm_key not in self.unnorm_keys:
-            raise ConfigError(f"unknown unnorm_key {unnorm_key!r}")
+        unnorm_key = resolve_unnorm_key(self.unnorm_keys, unnorm_key)
         if instruction == "!sleep":
             time.sleep(self.sleep_s)
         if instruction == "!crash":
@@ -67,6 +77,48 @@ class ColourPolicy:
         if instruction == "!nan":
             action[0] = float("nan")
         return np.asarray(action, dtype=np.float64)
+
+
+class ChunkPolicy:
+    """A chunked policy with named cameras and a state: row k of the chunk (K, 4) is
+    [mean R of the first camera, mean R of the last camera, k + sum(state), len(instruction) * scale].
+
+    The means are exact integer sums over the pixel count; states made of values exact in float32 (0.25,
+    -1.5, ...) sum exactly. It checks its inputs like a real VLA (`observation.images` / `.state`), so a
+    missing camera or a wrong state raises the model's ObservationError. `cameras=None` makes it see one
+    bare image, `state_dim=None` takes no state. "!nan-row" puts a NaN in the last row, "!flat" returns the
+    chunk as one flat vector (a wrong shape).
+    """
+
+    action_dim = 4
+
+    def __init__(self, cameras: list[str] | None = CAMERAS, state_dim: int | None = 2, chunk_size: int = 4,
+                 unnorm_keys: tuple[str, ...] = ("bridge", "libero")) -> None:
+        self.observation = ObservationSpec(cameras=cameras, state_dim=state_dim)
+        self.chunk_size, self.unnorm_keys = chunk_size, list(unnorm_keys)
+        self.calls: list[tuple[object, str, str | None, object]] = []
+
+    def predict_action(self, image: object, instruction: str, unnorm_key: str | None = None,
+                       state: object = None) -> np.ndarray:
+        self.calls.append((sorted(image) if isinstance(image, dict) else image.size, instruction, unnorm_key, state))
+        images = self.observation.images(image)
+        checked = self.observation.state(state)
+        scale = SCALES.get(resolve_unnorm_key(self.unnorm_keys, unnorm_key), 3.0)
+        assert all(isinstance(frame, Image.Image) and frame.mode == "RGB" for frame in images), images
+        reds = [int(np.asarray(frame, dtype=np.int64)[..., 0].sum()) / (frame.width * frame.height) for frame in images]
+        offset = 0.0 if checked is None else float(checked.astype(np.float64).sum())
+        chunk = np.asarray([[reds[0], reds[-1], k + offset, len(instruction) * scale] for k in range(self.chunk_size)])
+        if instruction == "!nan-row":
+            chunk[-1, 2] = float("nan")
+        return chunk.reshape(-1) if instruction == "!flat" else chunk
+
+
+def expected_chunk(rgbs: list[np.ndarray], instruction: str, state: list[float] | None = None,
+                   unnorm_key: str = "bridge", chunk_size: int = 4) -> list[list[float]]:
+    """What ChunkPolicy returns for the cameras' (H, W, 3) uint8 images, computed independently with Python ints."""
+    reds = [sum(p[0] for p in rgb.reshape(-1, 3).tolist()) / (rgb.shape[0] * rgb.shape[1]) for rgb in rgbs]
+    offset = sum(state) if state else 0.0
+    return [[reds[0], reds[-1], k + offset, len(instruction) * SCALES.get(unnorm_key, 3.0)] for k in range(chunk_size)]
 
 
 def expected_action(rgb: np.ndarray, instruction: str, unnorm_key: str = "bridge") -> list[float]:
@@ -112,3 +164,10 @@ def bomb_jpeg(width: int, height: int) -> bytes:
 
 def act_body(image_b64: str, instruction: str = "pick up the red block", unnorm_key: str | None = "bridge") -> dict:
     return {"image": image_b64, "instruction": instruction, "unnorm_key": unnorm_key}
+
+
+def cameras_body(images: dict[str, str], instruction: str = "pick up the red block", state: list | None = None,
+                 unnorm_key: str | None = "bridge", **fields: object) -> dict:
+    """A request with named cameras (base64 each), a state unless None, and any further fields."""
+    body: dict = {"images": images, "instruction": instruction, "unnorm_key": unnorm_key, **fields}
+    return body if state is None else {**body, "state": state}

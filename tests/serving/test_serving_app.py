@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 from serving_helpers import (
-    ColourPolicy, act_body, b64, bomb_jpeg, bomb_png, encode, expected_action, random_rgb,
+    ONE_STEP_HEALTH, ColourPolicy, act_body, b64, bomb_jpeg, bomb_png, encode, expected_action, random_rgb,
 )
 
 from vlx.errors import ConfigError
@@ -68,7 +68,7 @@ def test_unnorm_key_may_be_omitted_when_the_model_has_one_dataset() -> None:
 def test_health(client: TestClient) -> None:
     response = client.get("/health")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "action_dim": 5, "unnorm_keys": ["bridge", "libero"]}
+    assert response.json() == {"status": "ok", "action_dim": 5, "unnorm_keys": ["bridge", "libero"], **ONE_STEP_HEALTH}
 
 
 def test_jpeg_is_accepted(client: TestClient) -> None:

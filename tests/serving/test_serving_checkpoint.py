@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
-from serving_helpers import b64, encode
+from serving_helpers import ONE_STEP_HEALTH, b64, encode
 
 from vlx.checkpoint import save_checkpoint
 from vlx.cli.serve import load_policy
@@ -18,7 +18,7 @@ def test_a_tiny_vla_checkpoint_is_served_end_to_end(tiny_vla, tmp_path) -> None:
     policy = load_policy(str(save_checkpoint(tiny_vla, tmp_path / "vla")), "cpu")
 
     client = TestClient(create_app(policy))
-    assert client.get("/health").json() == {"status": "ok", "action_dim": 3, "unnorm_keys": ["toy"]}
+    assert client.get("/health").json() == {"status": "ok", "action_dim": 3, "unnorm_keys": ["toy"], **ONE_STEP_HEALTH}
     image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (48, 48, 3), dtype=np.uint8))
     response = client.post("/act", json={"image": b64(encode(image)), "instruction": "move to the red block"})
     assert response.status_code == 200, response.text
@@ -32,3 +32,52 @@ def test_a_text_checkpoint_is_not_a_vla(tiny_model, tmp_path) -> None:
     directory = save_checkpoint(tiny_model, tmp_path / "llava")
     with pytest.raises(ConfigError, match=rf"^checkpoint {directory} is not a VLA \(its head is text\)"):
         load_policy(str(directory), "cpu")
+
+
+@pytest.fixture()
+def tiny_chunked_vla(tiny_cfg: dict):
+    """A fresh tiny VLA with two cameras, a 3-number state (agent_pos + gripper) and an L1 head of 4-step chunks."""
+    import torch
+
+    from vlx.builder import build_model
+    from vlx.data.action_stats import ActionStats
+
+    torch.manual_seed(0)
+    cfg = {**tiny_cfg, "head": {"name": "l1-regression", "action_dim": 3, "chunk_size": 4},
+           "prompt": {"name": "pure", "image_placement": "after-bos"},
+           "observation": {"cameras": ["agentview_image", "wrist_image"], "state_keys": ["agent_pos", "gripper"]},
+           "proprio": {"name": "mlp", "in_dim": 3}}
+    model = build_model(cfg).eval()
+    rng = np.random.default_rng(0)
+    model.action_stats["toy"] = ActionStats.from_actions(rng.uniform(-1, 1, (50, 3)).astype(np.float32), num_trajectories=5)
+    model.state_stats["toy"] = ActionStats.from_actions(np.random.default_rng(1).uniform(0, 1, (50, 3)).astype(np.float32),
+                                                        num_trajectories=5, mask=[True] * 3)
+    return model
+
+
+def test_a_tiny_vla_with_two_cameras_and_a_state_is_served_exactly(tiny_chunked_vla, tmp_path) -> None:
+    policy = load_policy(str(save_checkpoint(tiny_chunked_vla, tmp_path / "vla")), "cpu")
+    client = TestClient(create_app(policy))
+    assert client.get("/health").json() == {
+        "status": "ok", "action_dim": 3, "unnorm_keys": ["toy"], "chunk_size": 4,
+        "cameras": ["agentview_image", "wrist_image"], "state_dim": 3, "execute_steps": 4, "ensemble": None}
+    rng = np.random.default_rng(2)
+    cameras = {name: Image.fromarray(rng.integers(0, 256, (40, 32, 3), dtype=np.uint8))
+               for name in ("agentview_image", "wrist_image")}
+    state = [0.25, 0.5, 0.75]
+    body = {"images": {name: b64(encode(image)) for name, image in cameras.items()}, "instruction": "stack the cups",
+            "state": state}
+    response = client.post("/act", json=body)
+    assert response.status_code == 200, response.text
+    direct = policy.predict_action(cameras, "stack the cups", state=state)
+    assert direct.shape == (4, 3)
+    assert response.json() == {"actions": [[float(v) for v in row] for row in direct]}
+    assert response.json() != client.post("/act", json={**body, "state": [0.75, 0.5, 0.25]}).json()  # the state matters
+    response = client.post("/act", json={**body, "images": {"agentview_image": body["images"]["agentview_image"]}})
+    assert response.status_code == 422 and response.json()["field"] == "images"
+    assert response.json()["error"].startswith("camera 'wrist_image' is missing: ")
+    response = client.post("/act", json={**body, "state": [0.25, 0.5]})
+    assert response.json() == {"error": "state has 2 values; the model expects 3", "field": "state"}
+    response = client.post("/act", json={k: v for k, v in body.items() if k != "state"})
+    assert response.json() == {"error": "state is missing: this model needs the robot state, 3 numbers (agent_pos + "
+                                        "gripper)", "field": "state"}

@@ -7,7 +7,9 @@ import io
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
-from serving_helpers import ColourPolicy, act_body, b64, encode, expected_action, random_rgb
+from serving_helpers import (
+    ChunkPolicy, ColourPolicy, act_body, b64, cameras_body, encode, expected_action, expected_chunk, random_rgb,
+)
 
 from vlx.cli import serve
 from vlx.cli.serve import ServeOptions, bind_warning, parse_args, warn_if_exposed
@@ -21,11 +23,20 @@ def test_defaults_and_values() -> None:
     assert options == ServeOptions("c", "0.0.0.0", 9000, "k", "cuda:0", 2.5, 4)
 
 
+def test_chunk_execution_options() -> None:
+    options = parse_args(["checkpoint=c", "execute_steps=2"], environ={})
+    assert (options.execute_steps, options.ensemble, options.ensemble_weight) == (2, None, 0.01)
+    options = parse_args(["checkpoint=c", "ensemble=exp", "ensemble_weight=0.05"], environ={})
+    assert (options.execute_steps, options.ensemble, options.ensemble_weight) == (None, "exp", 0.05)
+    options = parse_args(["checkpoint=c", "ensemble=null", "execute_steps=none"], environ={})
+    assert (options.execute_steps, options.ensemble) == (None, None)
+
+
 def test_unknown_key_is_a_config_error_listing_the_accepted_keys() -> None:
     with pytest.raises(ConfigError) as error:
         parse_args(["checkpoint=c", "hots=0.0.0.0"], environ={})
     assert str(error.value) == ("unknown key 'hots'; vlx serve accepts: checkpoint=, host=, port=, api_key=, device=, "
-                                "predict_timeout_s=, limit_concurrency=")
+                                "predict_timeout_s=, limit_concurrency=, execute_steps=, ensemble=, ensemble_weight=")
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -36,6 +47,10 @@ def test_unknown_key_is_a_config_error_listing_the_accepted_keys() -> None:
     (["checkpoint=c", "port=1", "port=2"], "port= is given twice"),
     (["checkpoint=c", "api_key="], "api_key= is empty"),
     (["checkpoint=c", "predict_timeout_s=-1"], "predict_timeout_s=-1 is out of range"),
+    (["checkpoint=c", "execute_steps=two"], "execute_steps='two' is not an integer"),
+    (["checkpoint=c", "execute_steps=0"], "execute_steps=0 is out of range: expected 1 to 100000"),
+    (["checkpoint=c", "ensemble_weight=-0.5"], "ensemble_weight=-0.5 is out of range: expected 0 to 1000"),
+    (["checkpoint=c", "ensemble_weight=nan"], "ensemble_weight=nan is out of range"),
 ])
 def test_bad_arguments(argv: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -107,3 +122,42 @@ def test_vlx_serve_reports_a_bad_argument_as_one_line(capsys) -> None:
         main(["serve", "checkpoint=c", "prot=80"])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.startswith("vlx serve: error: unknown key 'prot'; vlx serve accepts: checkpoint=,")
+
+
+def test_execute_steps_beyond_the_chunk_is_one_line_at_start_up(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    import uvicorn
+
+    from vlx.cli import main
+
+    runs: list = []
+    monkeypatch.setattr(serve, "load_policy", lambda checkpoint, device: ChunkPolicy())
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: runs.append(app))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", "checkpoint=runs/vla", "execute_steps=8"])
+    assert exit_info.value.code == 2 and runs == []
+    assert capsys.readouterr().err == ("vlx serve: error: config key 'serve.execute_steps'=8; expected a whole number "
+                                       "from 1 to the policy's chunk size 4 (or null: all 4)\n")
+    with pytest.raises(SystemExit):
+        main(["serve", "checkpoint=runs/vla", "ensemble=mean"])
+    assert capsys.readouterr().err.startswith("vlx serve: error: config key 'serve.ensemble'='mean'; expected null")
+
+
+def test_main_wires_the_chunk_settings(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    import uvicorn
+
+    apps: list = []
+    monkeypatch.setattr(serve, "load_policy", lambda checkpoint, device: ChunkPolicy())
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: apps.append(app))
+    rgb = random_rgb(3, (8, 8))
+    images = {"agentview_image": b64(encode(Image.fromarray(rgb))), "wrist_image": b64(encode(Image.fromarray(rgb)))}
+    serve.main(["checkpoint=runs/vla", "execute_steps=3"])
+    assert "chunk_size=4, cameras=['agentview_image', 'wrist_image'], state_dim=2" in capsys.readouterr().err
+    response = TestClient(apps[-1]).post("/act", json=cameras_body(images, "go", [1.0, 2.0]))
+    assert response.json() == {"actions": expected_chunk([rgb, rgb], "go", [1.0, 2.0])[:3]}
+    serve.main(["checkpoint=runs/vla", "ensemble=exp", "ensemble_weight=0.5"])
+    assert "ensemble=exp ensemble_weight=0.5" in capsys.readouterr().err
+    client = TestClient(apps[-1])
+    assert client.post("/act", json=cameras_body(images, "go", [1.0, 2.0])).json()["field"] == "session"
+    response = client.post("/act", json=cameras_body(images, "go", [1.0, 2.0], session="s"))
+    assert response.json() == {"action": expected_chunk([rgb, rgb], "go", [1.0, 2.0])[0]}
+    assert client.get("/health").json()["ensemble"] == "exp"

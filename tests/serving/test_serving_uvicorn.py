@@ -13,7 +13,7 @@ import urllib.request
 import pytest
 import uvicorn
 from PIL import Image
-from serving_helpers import ColourPolicy, act_body, b64, encode, expected_action, random_rgb
+from serving_helpers import ONE_STEP_HEALTH, ColourPolicy, act_body, b64, encode, expected_action, random_rgb
 
 from vlx.cli.serve import ServeOptions, uvicorn_settings
 from vlx.serving import create_app
@@ -61,7 +61,8 @@ def test_real_server_answers_valid_and_malformed_requests(server_port: int) -> N
         "error": "request body is not valid JSON: Expecting ',' delimiter (character 11)", "field": "body"})
     assert request(server_port, body, {**headers, "X-API-Key": "nope"}) == (401, {"error": "wrong API key", "field": "X-API-Key"})
     with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{server_port}/health", headers=headers)) as r:
-        assert json.loads(r.read()) == {"status": "ok", "action_dim": 5, "unnorm_keys": ["bridge", "libero"]}
+        assert json.loads(r.read()) == {"status": "ok", "action_dim": 5, "unnorm_keys": ["bridge", "libero"],
+                                        **ONE_STEP_HEALTH}
         assert "server" not in {k.lower() for k in r.headers}
 
 

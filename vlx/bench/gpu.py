@@ -1,15 +1,18 @@
 """`vlx bench gpu`: training throughput, MFU, `predict_action` rate and peak memory of 7B-shaped recipes.
 
-For each recipe (default `prism-dinosiglip-224px-7b`, `openvla-7b`, `llava-v1.5-7b`) the model is built
+For each recipe (default `prism-dinosiglip-224px-7b`, `openvla-7b`, `openvla-oft-7b`, `llava-v1.5-7b`) the model is built
 with random weights straight on the device in bf16 from the recipe's architecture (no download; the
 tokenizer is vlx's tiny one, the 32,064-row vocabulary stays), optionally with fewer LLM layers
 (`--layers N`, stated in the output). One training step = forward on a synthetic batch (random images,
-random prompt ids, loss on the last `ANSWER` tokens), backward, AdamW step, over the parts the recipe's
-last stage trains (LLaVA's and Prismatic's finetune, OpenVLA's vla). MFU = model FLOPs per step / step
-time / the device's peak dense bf16 FLOP/s, with FLOPs per step = 6·N_llm·T + 12·L·d·S·T (LLM: N_llm its
-non-embedding parameters with the LM head, T = B·S tokens, L layers, width d: the attention scores) +
-(6 or 2)·N_vision·P·B (vision: trained or frozen; P patch tokens) + 6·N_projector·P·B. A VLA recipe also
-times `predict_action` (Hz). Peak memory is `torch.cuda.max_memory_allocated` of each phase. `--tiny`
+random prompt ids, loss on the last `ANSWER` tokens; for a VLA: every camera, the state, a random normalised
+chunk and the head's own suffix), backward, AdamW step, over the parts the recipe's last stage trains
+(LLaVA's and Prismatic's finetune, OpenVLA's vla; LoRA stages train their named parts, adapters left out).
+MFU = model FLOPs per step / step time / the device's peak dense bf16 FLOP/s, with FLOPs per step =
+6·N_llm·T + 12·L·d·S·T (LLM: N_llm its non-embedding parameters with the LM head, T = B·S tokens, L layers,
+width d: the attention scores) + (6 or 2)·N_vision·P·B (vision: trained or frozen; P patch tokens of all
+cameras) + 6·N_projector·P·B + 6·N_head·K·B + 6·N_proprio·B (a regression or flow head's weights once per
+chunk step: an estimate for the flow expert). A VLA recipe also times `predict_action` (Hz, and actions/s =
+K × Hz for a head that predicts chunks of K). Peak memory is `torch.cuda.max_memory_allocated` of each phase. `--tiny`
 swaps the recipes for vlx's tiny benchmark models so the whole script runs on a CPU in seconds (a test
 does that).
 """
@@ -36,7 +39,7 @@ from vlx.training.optim import build_optimizer
 from vlx.training.stages import apply_stage
 from vlx.training.throughput import dense_bf16_peak
 
-RECIPES = ("prism-dinosiglip-224px-7b", "openvla-7b", "llava-v1.5-7b")
+RECIPES = ("prism-dinosiglip-224px-7b", "openvla-7b", "openvla-oft-7b", "llava-v1.5-7b")
 TEXT, ANSWER = 32, 8  # prompt tokens after the image, supervised tokens at the end
 
 
@@ -56,14 +59,15 @@ class Workload:
 def recipe_workload(recipe: str, tokenizer_dir: Path, layers: int | None, device: str) -> Workload:
     """A recipe's model with random bf16 weights built on `device`; `layers` cuts the LLM's layer count."""
     cfg = compose([f"recipe={recipe}"])
-    nodes = {key: OmegaConf.to_container(cfg[key], resolve=True) for key in ("vision", "projector", "llm", "head")}
+    nodes = {key: OmegaConf.to_container(cfg[key], resolve=True) if cfg.get(key) is not None else None
+             for key in ("vision", "projector", "llm", "head", "proprio", "observation")}
     last = cfg.train.stages[-1]  # the stage that trains the LLM (LLaVA's finetune, OpenVLA's vla)
     nodes["prompt"] = OmegaConf.to_container(cfg.stages[last].prompt, resolve=True)
     trainable = list(cfg.stages[last].trainable)
     nodes["llm"].update(source=None, tokenizer=str(tokenizer_dir), dtype="bfloat16")
     if layers is not None:
         nodes["llm"]["config"]["num_hidden_layers"] = layers
-    if nodes["head"]["name"] == "action-tokens":  # the tiny tokenizer has no 32000-token base vocabulary
+    if "tokens" in nodes["head"]:  # the tiny tokenizer has no 32000-token base vocabulary
         nodes["head"].update(tokens="new", base_vocab_size=None)
     with torch.device(device):
         model = build_model(nodes, load_weights=False)
@@ -73,24 +77,44 @@ def recipe_workload(recipe: str, tokenizer_dir: Path, layers: int | None, device
 
 def tiny_workloads(tokenizer_dir: Path) -> list[Workload]:
     """vlx's tiny benchmark models in place of the recipes (CPU, fp32)."""
+    oft = {**vla_config("tiny", tokenizer_dir), "head": {"name": "l1-regression", "action_dim": 7, "chunk_size": 8},
+           "observation": {"cameras": ["third_person", "wrist"]}, "proprio": {"name": "mlp", "in_dim": 8}}
     return [Workload("tiny llava-family", build(llava_config("tiny", tokenizer_dir)), ["projector", "llm"]),
-            Workload("tiny openvla-family", build(vla_config("tiny", tokenizer_dir)), ["vision", "projector", "llm"])]
+            Workload("tiny openvla-family", build(vla_config("tiny", tokenizer_dir)), ["vision", "projector", "llm"]),
+            Workload("tiny openvla-oft-family", build(oft), ["vision", "projector", "proprio", "llm", "head"])]
 
 
 def synthetic_batch(model: VisionLanguageModel, batch_size: int, device: str) -> dict[str, Any]:
-    """Random images and ids: BOS, the image slot, TEXT prompt ids, loss on the last ANSWER ids."""
+    """Random images and ids: BOS, the image slot, TEXT prompt ids, loss on the last ANSWER ids; for a VLA the
+    observation slot (every camera, the state token), TEXT prompt ids and the head's suffix for a random chunk."""
     generator = torch.Generator().manual_seed(0)
-    size, patches = model.vision.image_size, model.vision.num_patches
+    size = model.vision.image_size
     channels = 3 * len(getattr(model.vision, "members", [None]))
     text = torch.randint(10, 300, (batch_size, TEXT), generator=generator)  # ordinary token ids
-    slot = torch.full((batch_size, patches), model.llm.image_token_id)
+    slots = model.observation_tokens if model.is_vla else model.vision.num_patches
     bos = torch.full((batch_size, 1), model.tokenizer.bos_token_id)
-    ids = torch.cat([bos, slot, text], dim=1)  # (B, 1 + P + TEXT)
-    labels = torch.full_like(ids, -100)
-    labels[:, -ANSWER:] = ids[:, -ANSWER:]
-    return {"ids": [str(i) for i in range(batch_size)], "input_ids": ids.to(device),
-            "attention_mask": torch.ones_like(ids).to(device), "labels": labels.to(device),
-            "pixel_values": torch.randn(batch_size, channels, size, size, generator=generator).to(device)}
+    ids = torch.cat([bos, torch.full((batch_size, slots), model.llm.image_token_id), text], dim=1)  # (B, 1 + P + TEXT)
+    batch: dict[str, Any] = {"ids": [str(i) for i in range(batch_size)]}
+    if model.is_vla:
+        head, cameras = model.action_head, model.observation.cameras
+        chunk = torch.rand((batch_size, *head.chunk_shape), generator=generator) * 2 - 1  # (B, K, A)
+        suffix = [head.sequence(row.numpy()) for row in chunk]
+        ids = torch.cat([ids, torch.tensor([s.input_ids for s in suffix], dtype=ids.dtype)], dim=1)
+        labels = torch.cat([torch.full((batch_size, ids.shape[1] - len(suffix[0].labels)), -100),
+                            torch.tensor([s.labels for s in suffix])], dim=1)
+        if head.one_pass:
+            batch["action_slots"] = torch.tensor([[False] * (ids.shape[1] - len(s.slots)) + s.slots for s in suffix])
+        batch.update(actions=chunk, action_mask=torch.ones(chunk.shape[:2], dtype=torch.bool))
+        if model.observation.state_dim:
+            batch["state"] = torch.rand((batch_size, model.observation.state_dim), generator=generator) * 2 - 1
+        shape = (batch_size, len(cameras), channels, size, size) if cameras else (batch_size, channels, size, size)
+    else:
+        labels = torch.full_like(ids, -100)
+        labels[:, -ANSWER:] = ids[:, -ANSWER:]
+        shape = (batch_size, channels, size, size)
+    batch.update(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels,
+                 pixel_values=torch.randn(shape, generator=generator))
+    return {key: value.to(device) if isinstance(value, torch.Tensor) else value for key, value in batch.items()}
 
 
 def count(module: torch.nn.Module) -> int:
@@ -104,9 +128,14 @@ def step_flops(model: VisionLanguageModel, trainable: list[str], batch: dict[str
     n_llm = count(lm) - lm.get_input_embeddings().weight.numel()
     tokens = rows * length
     llm = 6 * n_llm * tokens + 12 * config.num_hidden_layers * config.hidden_size * length * tokens
-    patches = model.vision.num_patches * rows
+    cameras = model.observation.num_cameras if model.is_vla else 1
+    patches = model.vision.num_patches * rows * cameras
     vision = (6 if "vision" in trainable else 2) * count(model.vision) * patches
-    return float(llm + vision + 6 * count(model.projector) * patches)
+    extra = 0
+    if model.is_vla:
+        proprio = count(model.proprio) if model.proprio is not None else 0
+        extra = 6 * count(model.head) * model.chunk_size * rows + 6 * proprio * rows
+    return float(llm + vision + 6 * count(model.projector) * patches + extra)
 
 
 def peak_flops(device: str) -> float | None:
@@ -137,20 +166,29 @@ def measure(work: Workload, batch_size: int, warmup: int, repeats: int, device: 
     result["mfu"] = step_flops(model, work.trainable, batch) / step / peak if peak else None
     del optimizer
     model.eval()
-    if model.config["head"]["name"] == "action-tokens":
-        actions = np.random.default_rng(0).uniform(-1, 1, size=(100, model.action_dim)).astype(np.float32)
-        model.action_stats["bench"] = ActionStats.from_actions(actions, num_trajectories=1)
+    if model.is_vla:
+        rng = np.random.default_rng(0)
+        model.action_stats["bench"] = ActionStats.from_actions(
+            rng.uniform(-1, 1, size=(100, model.action_dim)).astype(np.float32), num_trajectories=1)
+        state = None
+        if model.observation.state_dim:
+            dim = model.observation.state_dim
+            model.state_stats["bench"] = ActionStats.from_actions(rng.uniform(-1, 1, size=(100, dim)).astype(np.float32),
+                                                                  num_trajectories=1, mask=[True] * dim)
+            state = rng.uniform(-1, 1, size=dim)
         image = np.random.default_rng(1).integers(0, 256, size=(224, 224, 3), dtype=np.uint8)
+        cameras = model.observation.cameras
+        images = {name: image for name in cameras} if cameras else image
         if device.startswith("cuda"):
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
 
         def predict() -> None:
-            model.predict_action(image, "pick up the red block", "bench")
+            model.predict_action(images, "pick up the red block", "bench", state=state)
             sync()
 
         call = medians(interleave({"predict": predict}, warmup, repeats))["predict"]
-        result.update(predict_hz=1 / call, predict_memory_gb=_peak_gb(device))
+        result.update(predict_hz=1 / call, actions_per_s=model.chunk_size / call, predict_memory_gb=_peak_gb(device))
     return result
 
 
@@ -202,7 +240,7 @@ def _describe(result: dict[str, Any], batch_size: int) -> str:
     if result["train_memory_gb"] is not None:
         parts.append(f"train peak {result['train_memory_gb']:.1f} GiB")
     if "predict_hz" in result:
-        parts.append(f"predict_action {result['predict_hz']:.1f} Hz")
+        parts.append(f"predict_action {result['predict_hz']:.1f} Hz ({result['actions_per_s']:.1f} actions/s)")
         if result.get("predict_memory_gb") is not None:
             parts.append(f"predict peak {result['predict_memory_gb']:.1f} GiB")
     parts.append(f"measured in {result['seconds']:.0f} s")

@@ -1,8 +1,10 @@
 """`vlx serve checkpoint=DIR [host=127.0.0.1] [port=8000] [api_key=KEY] [device=cpu] ...`: serve a VLA over HTTP.
 
-A plain `key=value` parser (no Hydra: there is no config to compose, only where to listen). The API
-key can also come from the `VLX_API_KEY` environment variable, which keeps it out of the process
-list. Binding to anything but a loopback address prints a warning to stderr.
+A plain `key=value` parser (no Hydra: there is no config to compose, only where to listen and how to
+answer with chunks: `execute_steps=N`, or `ensemble=exp [ensemble_weight=M]`, checked against the
+model's chunk size when it is loaded). The API key can also come from the `VLX_API_KEY` environment
+variable, which keeps it out of the process list. Binding to anything but a loopback address prints a
+warning to stderr.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from typing import Any, TextIO
 
 from vlx.errors import ConfigError, VlxError
 
-ACCEPTED = ("checkpoint", "host", "port", "api_key", "device", "predict_timeout_s", "limit_concurrency")
+ACCEPTED = ("checkpoint", "host", "port", "api_key", "device", "predict_timeout_s", "limit_concurrency", "execute_steps",
+            "ensemble", "ensemble_weight")
+NULLS = ("null", "none")  # execute_steps= / ensemble= values meaning "not set"
 API_KEY_ENV = "VLX_API_KEY"
 
 
@@ -28,6 +32,9 @@ class ServeOptions:
     device: str = "cpu"
     predict_timeout_s: float = 30.0
     limit_concurrency: int = 32
+    execute_steps: int | None = None  # rows of each predicted chunk to answer (None: all)
+    ensemble: str | None = None  # "exp": temporal ensembling per client session
+    ensemble_weight: float = 0.01
 
 
 def _number(key: str, text: str, kind: type, low: float, high: float) -> Any:
@@ -58,6 +65,7 @@ def parse_args(argv: list[str], environ: dict[str, str] | None = None) -> ServeO
         raise ConfigError("api_key= is empty; give a key, or leave api_key out to use $VLX_API_KEY or no key")
     if not values.get("host", "x") or not values.get("device", "x"):
         raise ConfigError("host= and device= must not be empty")
+    steps, ensemble = values.get("execute_steps", "null"), values.get("ensemble", "null")
     return ServeOptions(
         checkpoint=values["checkpoint"],
         host=values.get("host", ServeOptions.host),
@@ -68,6 +76,10 @@ def parse_args(argv: list[str], environ: dict[str, str] | None = None) -> ServeO
                            if "predict_timeout_s" in values else ServeOptions.predict_timeout_s),
         limit_concurrency=(_number("limit_concurrency", values["limit_concurrency"], int, 1, 100000)
                            if "limit_concurrency" in values else ServeOptions.limit_concurrency),
+        execute_steps=None if steps.lower() in NULLS else _number("execute_steps", steps, int, 1, 100000),
+        ensemble=None if ensemble.lower() in NULLS else ensemble,
+        ensemble_weight=(_number("ensemble_weight", values["ensemble_weight"], float, 0, 1000)
+                         if "ensemble_weight" in values else ServeOptions.ensemble_weight),
     )
 
 
@@ -130,10 +142,18 @@ def load_policy(checkpoint: str, device: str) -> Any:
     return model
 
 
+def _execution(options: ServeOptions) -> str:
+    """How chunks are answered, for the start-up line."""
+    if options.ensemble:
+        return f"ensemble={options.ensemble} ensemble_weight={options.ensemble_weight:g}"
+    return f"execute_steps={options.execute_steps or 'all'}"
+
+
 def main(argv: list[str]) -> None:
     if any(arg in ("-h", "--help", "help") for arg in argv):
         print(f"usage: vlx serve checkpoint=DIR [host=127.0.0.1] [port=8000] [api_key=KEY] [device=cpu] "
-              f"[predict_timeout_s=30] [limit_concurrency=32]\n  the API key may also come from ${API_KEY_ENV}")
+              f"[predict_timeout_s=30] [limit_concurrency=32] [execute_steps=N | ensemble=exp [ensemble_weight=0.01]]"
+              f"\n  the API key may also come from ${API_KEY_ENV}")
         return
     options = parse_args(argv)
     import uvicorn
@@ -141,10 +161,15 @@ def main(argv: list[str]) -> None:
     from vlx.serving import create_app
 
     policy = load_policy(options.checkpoint, options.device)
-    app = create_app(policy, api_key=options.api_key, predict_timeout_s=options.predict_timeout_s)
+    app = create_app(policy, api_key=options.api_key, predict_timeout_s=options.predict_timeout_s,
+                     execute_steps=options.execute_steps, ensemble=options.ensemble,
+                     ensemble_weight=options.ensemble_weight)
     warn_if_exposed(options.host, options.api_key)
     shown = f"[{options.host}]" if ":" in options.host else options.host
+    observation = getattr(policy, "observation", None)
     print(f"serving {options.checkpoint} on http://{shown}:{options.port} "
-          f"(action_dim={policy.action_dim}, unnorm_keys={list(policy.unnorm_keys)}, "
+          f"(action_dim={policy.action_dim}, chunk_size={getattr(policy, 'chunk_size', 1)}, "
+          f"cameras={getattr(observation, 'cameras', None)}, state_dim={getattr(observation, 'state_dim', None)}, "
+          f"unnorm_keys={list(policy.unnorm_keys)}, {_execution(options)}, "
           f"api_key={'on' if options.api_key else 'off'})", file=sys.stderr)
     uvicorn.run(app, **uvicorn_settings(options))

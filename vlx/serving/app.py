@@ -1,12 +1,17 @@
-"""The policy server: a FastAPI app that answers `POST /act` with a VLA's action for an image and an instruction.
+"""The policy server: a FastAPI app that answers `POST /act` with a VLA's action for an observation and instruction.
 
 `create_app(policy)` builds it. Requests pass, in order: the body size limit (Content-Length and the
 bytes actually streamed, 413), the API key (401), the content type (415), strict UTF-8 JSON without
-duplicate keys (400), the request schema (422), the image (400), the unnorm_key (422), then the model,
+duplicate keys (400), the request schema and what the model takes — `image` or `images`, its cameras,
+its state, a `session` when ensembling (422), the images (400), the unnorm_key (422), then the model,
 one call at a time on its own thread under a timeout (504). Every error is JSON
 `{"error": message, "field": name-or-null}`; no client input yields a 5xx — a 500 means the policy
-itself failed or returned a non-finite or wrongly sized action (logged with its traceback), a 503 that
+itself failed or returned a non-finite or wrongly shaped action (logged with its traceback), a 503 that
 more than `max_pending` requests are already in progress, a 504 that the model was too slow.
+
+A one-step model answers `{"action": [...]}`; a chunked one (chunk_size K > 1) `{"actions": [[...], ...]}`,
+the first `execute_steps` rows of its chunk, or, with `ensemble="exp"`, `{"action": [...]}` temporally
+ensembled over the chunks predicted so far for the request's `session` (vlx.serving.sessions).
 """
 
 from __future__ import annotations
@@ -31,8 +36,11 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vlx.errors import ConfigError, VlxError
+from vlx.execution import ExecutionSettings
+from vlx.observation import ObservationError, ObservationSpec, camera_names
 from vlx.serving.images import ImageError, decode_image
-from vlx.serving.schema import ActRequest, ApiError, Policy
+from vlx.serving.schema import MAX_CAMERAS, MAX_NAME_CHARS, MAX_STATE_VALUES, ActRequest, ApiError, Policy
+from vlx.serving.sessions import SessionExecutors
 from vlx.serving.worker import ModelWorker
 
 log = logging.getLogger("vlx.serving")
@@ -128,10 +136,8 @@ def _reject_constant(name: str) -> Any:
     raise ApiError(400, f"request body is not valid JSON: {name} is not a JSON number", "body")
 
 
-def parse_act_request(
-    body: bytes, *, max_instruction_chars: int, max_bytes: int, max_pixels: int, max_side: int
-) -> tuple[ActRequest, Any]:
-    """The validated request and its RGB image, or an ApiError (400 body/image, 422 schema)."""
+def _load_json(body: bytes) -> dict[str, Any]:
+    """The body as a JSON object: strict UTF-8, no duplicate keys, no NaN/Infinity literals (400), an object (422)."""
     try:
         text = body.decode("utf-8")
         data = json.loads(text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
@@ -143,28 +149,121 @@ def parse_act_request(
         raise ApiError(400, f"request body is not valid JSON: {exc.msg} (character {exc.pos})", "body") from None
     if not isinstance(data, dict):
         raise ApiError(422, f"request body must be a JSON object, not {type(data).__name__}", "body")
+    return data
+
+
+def _model_field_errors(data: dict[str, Any], spec: ObservationSpec, needs_session: bool) -> list[dict[str, Any]]:
+    """Errors shaped like pydantic's for the fields the model decides on: `image` xor `images`, and `session`."""
+    expected, other = ("images", "image") if spec.cameras else ("image", "images")
+    given = {name for name in ("image", "images") if data.get(name) is not None}
+    errors: list[dict[str, Any]] = []
+    if other in given:
+        takes = (f"the cameras {spec.cameras}, as images: {{camera: base64}}" if spec.cameras
+                 else "one image, as image (not named cameras)")
+        both = "give image or images, not both; " if expected in given else ""
+        errors.append({"loc": (other,), "msg": f"{both}this model sees {takes}"})
+    elif expected not in given:
+        cameras = f" (this model sees the cameras {spec.cameras})" if spec.cameras else ""
+        errors.append({"loc": (expected,), "msg": f"Field required{cameras}"})
+    if needs_session and data.get("session") is None:
+        errors.append({"loc": ("session",), "msg": "Field required: this server ensembles chunks (ensemble=exp) per "
+                                                   "session; send one session name per episode"})
+    return errors
+
+
+def _check_observation(request: ActRequest, spec: ObservationSpec) -> None:
+    """A 422 with the model's own message when the cameras (by name: nothing is decoded yet) or the state do not fit."""
+    try:
+        if request.images is not None:
+            spec.images(dict.fromkeys(request.images))
+    except ObservationError as exc:
+        raise ApiError(422, str(exc), "images") from None
+    try:
+        spec.state(request.state)
+    except ObservationError as exc:
+        raise ApiError(422, str(exc), "state") from None
+
+
+def _decode(text: str, camera: str | None, limits: dict[str, int]) -> Any:
+    """One request image as RGB, or a 400 naming `image` or `images.<camera>`."""
+    try:
+        return decode_image(text, **limits)
+    except ImageError as exc:
+        if camera is None:
+            raise ApiError(400, str(exc), "image") from None
+        raise ApiError(400, f"camera {camera!r}: {exc}", f"images.{camera}") from None
+
+
+def parse_act_request(
+    body: bytes, *, max_instruction_chars: int, max_bytes: int, max_pixels: int, max_side: int,
+    observation: ObservationSpec | None = None, needs_session: bool = False,
+) -> tuple[ActRequest, Any]:
+    """The validated request and its RGB image (or {camera: RGB image}), or an ApiError (400 body/image, 422 schema)."""
+    spec = observation or ObservationSpec()
+    data = _load_json(body)
+    errors = _model_field_errors(data, spec, needs_session)
     try:
         request = ActRequest.model_validate(data, strict=True, context={"max_instruction_chars": max_instruction_chars})
     except ValidationError as exc:
-        raise validation_error(exc.errors(include_input=False, include_url=False)) from None
-    try:
-        image = decode_image(request.image, max_bytes=max_bytes, max_pixels=max_pixels, max_side=max_side)
-    except ImageError as exc:
-        raise ApiError(400, str(exc), "image") from None
-    return request, image
+        errors += exc.errors(include_input=False, include_url=False)
+    if errors:
+        raise validation_error(errors)
+    _check_observation(request, spec)
+    limits = dict(max_bytes=max_bytes, max_pixels=max_pixels, max_side=max_side)
+    if request.images is None:
+        return request, _decode(request.image, None, limits)
+    return request, {camera: _decode(request.images[camera], camera, limits) for camera in spec.cameras}
 
 
-def _finite_action(raw: Any, action_dim: int) -> list[float]:
-    """The policy's output as `action_dim` finite floats, or a ValueError saying what is wrong with it."""
+def _finite_rows(raw: Any, chunk_size: int, action_dim: int) -> list[list[float]]:
+    """The policy's output as `chunk_size` rows of `action_dim` finite floats, or a ValueError saying what is wrong."""
     if hasattr(raw, "detach"):  # a torch tensor, maybe bf16 or on a GPU
         raw = raw.detach().float().cpu().numpy()
-    action = np.asarray(raw, dtype=np.float64).reshape(-1)
-    if action.size != action_dim:
-        raise ValueError(f"it returned {action.size} values, expected action_dim={action_dim}")
-    values = [float(v) for v in action]
-    if not all(math.isfinite(v) for v in values):
-        raise ValueError("it returned non-finite values (NaN or infinity)")
-    return values
+    array = np.asarray(raw, dtype=np.float64)
+    if chunk_size == 1:
+        if array.size != action_dim:
+            raise ValueError(f"it returned {array.size} values, expected action_dim={action_dim}")
+        array = array.reshape(1, action_dim)
+    elif array.shape != (chunk_size, action_dim):
+        raise ValueError(f"it returned shape {array.shape}, expected (chunk_size, action_dim)=({chunk_size}, {action_dim})")
+    rows = [[float(v) for v in row] for row in array]
+    for index, row in enumerate(rows):
+        if not all(math.isfinite(v) for v in row):
+            where = f" in row {index}" if chunk_size > 1 else ""
+            raise ValueError(f"it returned non-finite values (NaN or infinity){where}")
+    return rows
+
+
+def observation_spec(policy: Policy) -> ObservationSpec:
+    """The policy's cameras and state length, checked; one bare image and no state when it has no `observation`."""
+    spec = getattr(policy, "observation", None)
+    if spec is None:
+        return ObservationSpec()
+    cameras = camera_names(getattr(spec, "cameras", None), "policy.observation.cameras")
+    state_dim = getattr(spec, "state_dim", None)
+    if cameras and (len(cameras) > MAX_CAMERAS or max(len(name) for name in cameras) > MAX_NAME_CHARS):
+        raise ConfigError(f"policy.observation.cameras: the server takes at most {MAX_CAMERAS} cameras of at most "
+                          f"{MAX_NAME_CHARS} characters each, got {cameras!r:.200}")
+    if state_dim is not None and (isinstance(state_dim, bool) or not isinstance(state_dim, int)
+                                  or not 1 <= state_dim <= MAX_STATE_VALUES):
+        raise ConfigError(f"policy.observation.state_dim must be None or an int from 1 to {MAX_STATE_VALUES}, "
+                          f"got {state_dim!r}")
+    return spec if isinstance(spec, ObservationSpec) else ObservationSpec(cameras, getattr(spec, "state_keys", None),
+                                                                          state_dim)
+
+
+def _chunk_size(policy: Policy) -> int:
+    size = getattr(policy, "chunk_size", 1)
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ConfigError(f"policy.chunk_size must be a positive int, got {size!r}")
+    return size
+
+
+def _call_policy(policy: Policy, inputs: Any, instruction: str, unnorm_key: str | None, state: list[float] | None) -> Any:
+    """`predict_action`, given `state=` only when there is one (a model without a state input never gets it)."""
+    if state is None:
+        return policy.predict_action(inputs, instruction, unnorm_key)
+    return policy.predict_action(inputs, instruction, unnorm_key, state=state)
 
 
 def _check_settings(policy: Policy, api_key: str | None, limits: dict[str, float]) -> None:
@@ -194,26 +293,50 @@ def create_app(
     predict_timeout_s: float = 30.0,
     decode_concurrency: int = 2,
     max_pending: int = 8,
+    execute_steps: int | None = None,
+    ensemble: str | None = None,
+    ensemble_weight: float = 0.01,
+    max_sessions: int = 256,
 ) -> FastAPI:
-    """A FastAPI app serving `policy`: `GET /health` and `POST /act` (see docs/serving.md)."""
+    """A FastAPI app serving `policy`: `GET /health` and `POST /act` (see docs/serving.md).
+
+    `execute_steps`, `ensemble` and `ensemble_weight` say how a chunked policy's chunks are answered (as
+    `vlx.execution.ExecutionSettings`, checked against `policy.chunk_size`); with `ensemble="exp"` the
+    server keeps the chunks of at most `max_sessions` client sessions.
+    """
     limits = dict(max_request_bytes=max_request_bytes, max_image_pixels=max_image_pixels, max_image_side=max_image_side,
                   max_instruction_chars=max_instruction_chars, predict_timeout_s=predict_timeout_s,
-                  decode_concurrency=decode_concurrency, max_pending=max_pending)
+                  decode_concurrency=decode_concurrency, max_pending=max_pending, max_sessions=max_sessions)
     _check_settings(policy, api_key, limits)
+    spec = observation_spec(policy)
+    settings = ExecutionSettings.from_config(_chunk_size(policy), {"execute_steps": execute_steps, "ensemble": ensemble,
+                                                                   "ensemble_weight": ensemble_weight}, where="serve")
+    sessions = SessionExecutors(settings, max_sessions) if settings.ensemble else None
     expected_key = api_key.encode("utf-8") if api_key is not None else None
     worker = ModelWorker()
     decode_slots = threading.BoundedSemaphore(decode_concurrency)  # bounds the memory of images being decoded
     parse = functools.partial(parse_act_request, max_instruction_chars=max_instruction_chars,
-                              max_bytes=max_request_bytes, max_pixels=max_image_pixels, max_side=max_image_side)
+                              max_bytes=max_request_bytes, max_pixels=max_image_pixels, max_side=max_image_side,
+                              observation=spec, needs_session=sessions is not None)
 
     def parse_bounded(body: bytes) -> tuple[ActRequest, Any]:
         with decode_slots:
             return parse(body)
 
+    def answer(rows: list[list[float]], session: str | None) -> dict[str, Any]:
+        """The response body for a checked prediction: the ensembled action, the action, or the chunk's first rows."""
+        if sessions is not None:
+            return {"action": _finite_rows(sessions.step(session, np.asarray(rows)), 1, policy.action_dim)[0]}
+        if settings.chunk_size == 1:
+            return {"action": rows[0]}
+        return {"actions": rows[: settings.steps_per_chunk]}
+
     app = FastAPI(title="vlx policy server", docs_url=None, redoc_url=None, openapi_url=None, redirect_slashes=False)
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_request_bytes)
-    app.state.policy, app.state.worker = policy, worker
+    app.state.policy, app.state.worker, app.state.sessions = policy, worker, sessions
     pending = 0  # requests being decoded, waiting for the model or predicting: bounds the images held in memory
+    shape = {"chunk_size": settings.chunk_size, "cameras": spec.cameras, "state_dim": spec.state_dim,
+             "execute_steps": None if settings.ensemble else settings.steps_per_chunk, "ensemble": settings.ensemble}
 
     def authorize(request: Request) -> None:
         if expected_key is None:
@@ -248,7 +371,8 @@ def create_app(
     @app.get("/health")
     async def health(request: Request) -> Response:
         authorize(request)
-        return json_response(200, {"status": "ok", "action_dim": policy.action_dim, "unnorm_keys": list(policy.unnorm_keys)})
+        return json_response(200, {"status": "ok", "action_dim": policy.action_dim,
+                                   "unnorm_keys": list(policy.unnorm_keys), **shape})
 
     @app.post("/act")
     async def act(request: Request) -> Response:
@@ -272,13 +396,14 @@ def create_app(
             body = await request.body()
         except ClientDisconnect:
             raise ApiError(400, "the client disconnected before sending the whole body", "body") from None
-        act_request, image = await anyio.to_thread.run_sync(parse_bounded, body)
+        act_request, inputs = await anyio.to_thread.run_sync(parse_bounded, body)
         key = act_request.unnorm_key
         if key is not None and key not in policy.unnorm_keys:
             known = ", ".join(policy.unnorm_keys) or "none: this model returns normalised actions"
             raise ApiError(422, f"unknown unnorm_key {key!r}; known: {known}", "unnorm_key")
         try:
-            raw = await worker.run(predict_timeout_s, policy.predict_action, image, act_request.instruction, key)
+            raw = await worker.run(predict_timeout_s, _call_policy, policy, inputs, act_request.instruction, key,
+                                   act_request.state)
         except (TimeoutError, asyncio.TimeoutError):
             raise ApiError(504, f"the policy did not answer within {predict_timeout_s:g} s") from None
         except VlxError as exc:
@@ -288,10 +413,10 @@ def create_app(
             log.exception("policy.predict_action failed")
             raise ApiError(500, "the policy failed on this request (see the server log)") from None
         try:
-            action = _finite_action(raw, policy.action_dim)
+            payload = answer(_finite_rows(raw, settings.chunk_size, policy.action_dim), act_request.session)
         except Exception as exc:  # noqa: BLE001 — whatever it returned, it is the model's fault
             log.error("policy.predict_action returned an invalid action: %s", exc)
             raise ApiError(500, f"the policy returned an invalid action: {exc}") from None
-        return json_response(200, {"action": action})
+        return json_response(200, payload)
 
     return app

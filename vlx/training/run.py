@@ -31,6 +31,7 @@ from vlx.registry import PROMPT_FORMATS, check_arguments
 from vlx.training.callbacks import SampleTable
 from vlx.training.compilation import compile_parts
 from vlx.training.datamodule import VlxDataModule
+from vlx.training.init_from import adapt_to_config
 from vlx.training.lora import add_lora, merge_lora
 from vlx.training.module import VlxModule
 from vlx.training.resume import Preempted, Preemption, last_checkpoint, resume_callbacks
@@ -42,18 +43,23 @@ from vlx.training.strategies import build_strategy, gathered_weights, is_sharded
 def prepare_model(cfg: dict[str, Any], stage: dict[str, Any], where: str, previous: VisionLanguageModel | None) -> VisionLanguageModel:
     """The model a stage starts from, with this run's config, the stage's prompt format and freezing.
 
-    Weights (and so the architecture) come from `init_from`, the previous stage, or the parts' sources;
-    everything else — the recorded config, prompt format, trainable parts, gradient checkpointing —
-    comes from this run's config.
+    Weights come from `init_from` (whose backbones must be this config's; a head or state input that differs
+    starts fresh: `vlx.training.init_from`), the previous stage, or the parts' sources; everything else — the
+    recorded config, prompt format, trainable parts, gradient checkpointing — comes from this run's config.
     """
+    config = {**cfg, "prompt": stage["prompt"]}
     if stage.get("init_from"):
         model = load(stage["init_from"])
+        rebuilt = adapt_to_config(model, config, where)
+        if rebuilt:
+            print(f"{where}.init_from={stage['init_from']}: new {' and '.join(rebuilt)} (fresh weights; the "
+                  "checkpoint's vision, projector and LLM weights are kept)")
     elif previous is not None:
         model = previous
     else:
-        model = build_model({**cfg, "prompt": stage["prompt"]})
+        model = build_model(config)
     model.prompt_format = PROMPT_FORMATS.build(stage["prompt"], f"{where}.prompt")
-    model.config = {**cfg, "prompt": stage["prompt"]}
+    model.config = config
     model.llm.set_gradient_checkpointing(bool(cfg["llm"].get("gradient_checkpointing", False)))
     apply_stage(model, stage["trainable"], f"{where}.trainable", allow_none=bool(stage.get("lora")))
     if stage.get("lora"):
