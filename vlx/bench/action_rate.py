@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from vlx.bench.models import build, roughen, vla_config, write_tokenizer
-from vlx.bench.predict_action import INSTRUCTION, UNNORM_KEY, action_only_outputs, reference_predict_action
+from vlx.bench.predict_action import (INSTRUCTION, UNNORM_KEY, action_only_outputs, check_matches_reference,
+                                      reference_predict_action)
 from vlx.bench.timing import BenchmarkError, BenchResult, interleave, medians, set_threads
 from vlx.data.action_stats import ActionStats
 from vlx.model import VisionLanguageModel
@@ -53,11 +53,7 @@ def run(size: str = "small", warmup: int = 2, repeats: int = 10, threads: int | 
         models = {name: head_model(config, {**head, "chunk_size": CHUNK}, action_dim, seed).to(device)
                   for name, head in ONE_PASS.items()}
     image = np.random.default_rng(1).integers(0, 256, size=(96, 96, 3), dtype=np.uint8)
-    ours = autoregressive.predict_action(image, INSTRUCTION, UNNORM_KEY)
-    theirs = reference_predict_action(autoregressive, image, INSTRUCTION)
-    if not np.array_equal(ours, theirs):
-        raise BenchmarkError(f"action-rate: vlx's autoregressive head returned {ours.tolist()} but the OpenVLA-style "
-                             f"reference {theirs.tolist()} for the same image, instruction and weights")
+    check_matches_reference(autoregressive, image, "action-rate")
     for name, model in models.items():
         chunk = model.predict_action(image, INSTRUCTION, UNNORM_KEY)
         if chunk.shape != (CHUNK, action_dim) or not np.isfinite(chunk).all():

@@ -70,6 +70,16 @@ def reference_predict_action(model: VisionLanguageModel, image: np.ndarray, inst
     return model.action_stats[UNNORM_KEY].unnormalize(head.tokenizer.decode(out[:, -head.action_dim:]))[0]
 
 
+def check_matches_reference(model: VisionLanguageModel, image: np.ndarray, benchmark: str) -> np.ndarray:
+    """vlx's action for `image`, after checking it equals the OpenVLA-style reference's (a BenchmarkError if not)."""
+    ours = model.predict_action(image, INSTRUCTION, UNNORM_KEY)
+    theirs = reference_predict_action(model, image, INSTRUCTION)
+    if not np.array_equal(ours, theirs):
+        raise BenchmarkError(f"{benchmark}: vlx returned {ours.tolist()} but the OpenVLA-style reference "
+                             f"{theirs.tolist()} for the same image, instruction and weights")
+    return ours
+
+
 def prompt_embeddings(model: VisionLanguageModel, image: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """The prompt's embeddings with the visual tokens spliced in (1, L, D) and its attention mask (1, L)."""
     device = next(model.parameters()).device
@@ -113,11 +123,7 @@ def run(size: str = "small", warmup: int = 3, repeats: int = 20, threads: int | 
     with tempfile.TemporaryDirectory(prefix="vlx-bench-") as tmp:
         model = bench_vla(size, Path(tmp)).to(device)
     image = np.random.default_rng(1).integers(0, 256, size=(96, 96, 3), dtype=np.uint8)
-    ours = model.predict_action(image, INSTRUCTION, UNNORM_KEY)
-    theirs = reference_predict_action(model, image, INSTRUCTION)
-    if not np.array_equal(ours, theirs):
-        raise BenchmarkError(f"predict-action: vlx returned {ours.tolist()} but the OpenVLA-style reference "
-                             f"{theirs.tolist()} for the same image, instruction and weights")
+    ours = check_matches_reference(model, image, "predict-action")
     embeds, mask = prompt_embeddings(model, image)
     rounds = interleave({
         "vlx predict_action": lambda: model.predict_action(image, INSTRUCTION, UNNORM_KEY),

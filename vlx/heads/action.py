@@ -75,6 +75,14 @@ def token_metrics(predictions: torch.Tensor, targets: torch.Tensor, codec: Actio
     return metrics
 
 
+def token_output(predictions: torch.Tensor, targets: torch.Tensor, logits: torch.Tensor, codec: ActionTokenizer) -> HeadOutput:
+    """Cross-entropy of the supervised positions' logits (S, V) against their targets (S,), with `token_metrics`."""
+    loss = F.cross_entropy(predictions.float(), targets)
+    with torch.no_grad():
+        metrics = token_metrics(predictions, targets, codec)
+    return HeadOutput(loss, logits, metrics)
+
+
 class TokenActionHead(ActionHead):
     """What both token heads share: the action tokenizer and the EOS id (no parameters of their own)."""
 
@@ -120,10 +128,7 @@ class ActionTokenHead(TokenActionHead):
     def score(self, logits: torch.Tensor, labels: torch.Tensor, sample_ids: list[str] | None = None) -> HeadOutput:
         """Loss and metrics of causal-LM logits (B, L, V) against labels (B, L) (-100: no loss)."""
         predictions, targets = supervised_positions(logits, labels, sample_ids)  # (S, V), (S,)
-        loss = F.cross_entropy(predictions.float(), targets)
-        with torch.no_grad():
-            metrics = token_metrics(predictions, targets, self.tokenizer)
-        return HeadOutput(loss, logits, metrics)
+        return token_output(predictions, targets, logits, self.tokenizer)
 
     def decode(self, llm: nn.Module, embeds: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
         codec = self.tokenizer

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlx.heads.action import TokenActionHead, token_metrics
+from vlx.heads.action import TokenActionHead, token_output
 from vlx.heads.base import ActionSequence, HeadOutput
 from vlx.heads.one_pass import slot_hidden_states
 from vlx.llm.prompts import IGNORE_INDEX
@@ -59,11 +59,7 @@ class ParallelActionTokenHead(TokenActionHead):
         labels = batch["labels"].to(embeds.device)[slots].reshape(logits.shape[:2])  # (B, S), no shift
         supervised = labels != IGNORE_INDEX  # (B, S)
         self.targets(batch)  # checks the chunk shape and that some step is real
-        predictions, targets = logits[supervised], labels[supervised]  # (N, V), (N,)
-        loss = F.cross_entropy(predictions.float(), targets)
-        with torch.no_grad():
-            metrics = token_metrics(predictions, targets, self.tokenizer)
-        return HeadOutput(loss, logits, metrics)
+        return token_output(logits[supervised], labels[supervised], logits, self.tokenizer)  # (N, V), (N,)
 
     def decode(self, llm: nn.Module, embeds: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
         codec = self.tokenizer
