@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The checks a session runs when it is lent a GPU (not CI: CI has no GPU). One call, about 6 minutes:
-#   1. `vlx bench gpu`: the 7B-shaped recipes in bf16 (training tokens/s, MFU, predict_action Hz, peak memory);
+#   1. `vlx bench gpu`: the 7B-shaped recipes in bf16 (training tokens/s, MFU, predict_action Hz and actions/s — the
+#      openvla-oft-7b target is >= 100 actions/s —, peak memory), then `vlx bench action-rate` on the GPU;
 #   2. on a machine with 2+ GPUs: FSDP against plain data-parallel training of llava-tiny (two stages: the full
 #      weights gathered at the end of a stage and reloaded for the next) and prismatic-tiny (timm towers):
 #      checkpoint tensor names and shapes must equal the plain run's, validation losses must agree, and `vlx eval`
@@ -27,7 +28,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 python3 -c "import torch, transformers, timm, lightning; print('torch', torch.__version__, 'transformers', transformers.__version__, 'timm', timm.__version__, 'lightning', lightning.__version__)"
 
 # 1. The benchmark (recorded in docs/BENCHMARKS.md); `.ci/gpu-session.sh fsdp` skips it.
-[ "${1:-all}" = fsdp ] || timeout 280 python3 -m vlx bench gpu 2>&1 | tee "$OUT/bench-gpu.txt"
+[ "${1:-all}" = fsdp ] || timeout 330 python3 -m vlx bench gpu 2>&1 | tee "$OUT/bench-gpu.txt"
+[ "${1:-all}" = fsdp ] || timeout 120 python3 -m vlx bench action-rate --threads 8 2>&1 | tee "$OUT/bench-action-rate.txt"
 
 # 2. FSDP against plain data-parallel training, same data and seed (2+ GPUs).
 gpus=$(nvidia-smi -L | wc -l)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from vlx.bench.models import build, roughen, vla_config, write_tokenizer
 from vlx.bench.predict_action import (INSTRUCTION, UNNORM_KEY, action_only_outputs, check_matches_reference,
@@ -42,9 +43,11 @@ def head_model(config: dict[str, Any], head: dict[str, Any], action_dim: int, se
     return model
 
 
-def run(size: str = "small", warmup: int = 2, repeats: int = 10, threads: int | None = None, device: str = "cpu",
+def run(size: str = "small", warmup: int = 2, repeats: int = 10, threads: int | None = None, device: str | None = None,
         action_dim: int = 7, seed: int = 0) -> BenchResult:
-    """Median seconds per call of each contender (interleaved); ratio = best one-pass actions/s / reference's."""
+    """Median seconds per call of each contender (interleaved); ratio = best one-pass actions/s / reference's.
+    `device` defaults to the GPU when there is one."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     threads = set_threads(threads)
     with tempfile.TemporaryDirectory(prefix="vlx-bench-") as tmp:
         config = vla_config(size, write_tokenizer(Path(tmp) / "tokenizer"), action_dim)
@@ -74,7 +77,8 @@ def run(size: str = "small", warmup: int = 2, repeats: int = 10, threads: int | 
         name="action-rate", medians=times, rounds=rounds, ratio=rate[best] / reference,
         ratio_label=f"best one-pass head ({best.split(' ', 1)[1]}) actions/s / reference actions/s",
         target="≥ 20", per="call",
-        rows=[("model", f"{size} OpenVLA-family VLA, {sum(p.numel() for p in autoregressive.parameters()):,} "
+        rows=[("device", device),
+              ("model", f"{size} OpenVLA-family VLA, {sum(p.numel() for p in autoregressive.parameters()):,} "
                         f"parameters (autoregressive), {autoregressive.vision.num_patches} patches, {action_dim}-D actions"),
               ("threads", str(threads)),
               *[(f"actions/s {name}", f"{rate[name]:.1f} ({chunk[name]} per call, {1 / times[name]:.1f} calls/s)")
