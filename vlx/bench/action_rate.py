@@ -18,12 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from vlx.bench.models import build, roughen, vla_config, write_tokenizer
 from vlx.bench.predict_action import (INSTRUCTION, UNNORM_KEY, action_only_outputs, check_matches_reference,
                                       reference_predict_action)
-from vlx.bench.timing import BenchmarkError, BenchResult, interleave, medians, set_threads
+from vlx.bench.timing import BenchmarkError, BenchResult, bench_device, interleave, medians, set_threads
 from vlx.data.action_stats import ActionStats
 from vlx.model import VisionLanguageModel
 
@@ -47,7 +46,7 @@ def run(size: str = "small", warmup: int = 2, repeats: int = 10, threads: int | 
         action_dim: int = 7, seed: int = 0) -> BenchResult:
     """Median seconds per call of each contender (interleaved); ratio = best one-pass actions/s / reference's.
     `device` defaults to the GPU when there is one."""
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = bench_device(device)
     threads = set_threads(threads)
     with tempfile.TemporaryDirectory(prefix="vlx-bench-") as tmp:
         config = vla_config(size, write_tokenizer(Path(tmp) / "tokenizer"), action_dim)

@@ -30,7 +30,7 @@ import torch
 from omegaconf import OmegaConf
 
 from vlx.bench.models import build, llava_config, vla_config, write_tokenizer
-from vlx.bench.timing import BenchResult, interleave, medians, set_threads
+from vlx.bench.timing import BenchResult, bench_device, interleave, medians, set_threads
 from vlx.builder import build_model
 from vlx.config import compose
 from vlx.data.action_stats import ActionStats
@@ -199,7 +199,7 @@ def _peak_gb(device: str) -> float | None:
 def run(recipes: tuple[str, ...] = RECIPES, layers: int | None = None, batch_size: int = 8, warmup: int = 2,
         repeats: int = 5, tiny: bool = False, threads: int | None = None, device: str | None = None) -> BenchResult:
     """Measure every workload one after the other (each freed before the next); ratio = the best MFU (0 on CPU)."""
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = bench_device(device)
     threads = set_threads(threads)
     results: list[dict[str, Any]] = []
     failed: list[tuple[str, str]] = []

@@ -43,6 +43,11 @@ class BenchResult:
     notes: list[str] = field(default_factory=list)
 
 
+def bench_device(device: str | None) -> str:
+    """`device` if given, else the GPU when there is one, else the CPU."""
+    return device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def set_threads(threads: int | None) -> int:
     """Use `threads` intra-op threads (all contenders share the setting); returns the count in effect."""
     if threads is not None:
