@@ -25,7 +25,6 @@ from vlx.data.action_stats import ActionStats, select_stats
 from vlx.data.augment import inference_preprocess
 from vlx.data.collate import Collator
 from vlx.errors import ConfigError, DataError
-from vlx.heads.action import vla_question
 from vlx.heads.base import ActionHead, HeadOutput
 from vlx.llm.prompts import PromptFormat, question_ids
 from vlx.observation import ObservationSpec
@@ -169,7 +168,7 @@ class VisionLanguageModel(nn.Module):
                   for image in self.observation.images(images)]  # C × (3k, H, W)
         checked = self.observation.state(state, field)
         suffix = head.sequence()
-        prompt = question_ids(self.prompt_format, vla_question(instruction), self.tokenizer, self.llm.image_token_id,
+        prompt = question_ids(self.prompt_format, head.question(instruction), self.tokenizer, self.llm.image_token_id,
                               self.observation_tokens)
         item = {"id": str(index), "input_ids": torch.tensor(prompt + suffix.input_ids),
                 "pixel_values": torch.stack(frames) if self.observation.cameras else frames[0]}

@@ -13,7 +13,7 @@ from vlx.builder import build_model
 from vlx.data.collate import Collator
 from vlx.envs import record_demos
 from vlx.errors import ConfigError
-from vlx.heads.action import vla_question
+from vlx.heads.instruction import vla_question
 from vlx.llm.prompts import IGNORE_INDEX
 from vlx.training.datamodule import VlxDataModule, build_dataset
 from vlx.training.epoch_sampler import EpochSampler

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from vlx.heads.action import vla_question
+from vlx.heads.instruction import vla_question
 from vlx.heads.action_decoding import action_scorer, decode_action_tokens
 
 

@@ -10,7 +10,8 @@ import torch
 from vlx.builder import build_model
 from vlx.checkpoint import load, save_checkpoint
 from vlx.errors import ConfigError, DataError
-from vlx.heads.action import ActionTokenHead, vla_question
+from vlx.heads.action import ActionTokenHead
+from vlx.heads.instruction import vla_question
 from vlx.heads.action_decoding import decode_action_tokens
 from vlx.llm.prompts import IGNORE_INDEX
 

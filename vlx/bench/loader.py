@@ -27,7 +27,6 @@ from torch.utils.data import DataLoader, Dataset
 from vlx.bench.models import build, vla_config, write_tokenizer
 from vlx.bench.timing import BenchmarkError, BenchResult, interleave, medians, set_threads
 from vlx.data.collate import Collator
-from vlx.heads.action import vla_question
 from vlx.llm.prompts import IGNORE_INDEX, IMAGE_MARKER, question_ids
 from vlx.model import VisionLanguageModel
 from vlx.training.datamodule import build_dataset
@@ -70,7 +69,7 @@ class RobomimicSamples(Dataset):
         image = Image.fromarray(item["obs"][CAMERA][0])  # (H, W, 3) uint8: robomimic 0.3.0 returns raw frames
         instruction = self.instructions[demo]
         if instruction not in self.prompts:
-            self.prompts[instruction] = question_ids(self.model.prompt_format, vla_question(instruction),
+            self.prompts[instruction] = question_ids(self.model.prompt_format, self.model.action_head.question(instruction),
                                                      self.model.tokenizer, self.image_token_id,
                                                      self.model.vision.num_patches)
         prompt = self.prompts[instruction]

@@ -25,7 +25,7 @@ from vlx.bench.models import build, roughen, vla_config, write_tokenizer
 from vlx.bench.timing import BenchmarkError, BenchResult, interleave, medians, set_threads
 from vlx.data.action_stats import ActionStats
 from vlx.data.augment import inference_preprocess
-from vlx.heads.action import vla_question
+from vlx.heads.instruction import vla_question
 from vlx.heads.action_decoding import decode_action_tokens
 from vlx.llm.prompts import question_ids
 from vlx.model import VisionLanguageModel

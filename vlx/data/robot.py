@@ -35,7 +35,6 @@ from vlx.data.action_stats import ActionStats
 from vlx.data.augment import inference_preprocess, training_augmentation
 from vlx.data.robomimic_hdf5 import RobomimicFile
 from vlx.errors import ConfigError
-from vlx.heads.action import vla_question
 from vlx.heads.base import ActionHead
 from vlx.llm.prompts import IGNORE_INDEX, IMAGE_MARKER, PromptFormat, question_ids
 from vlx.observation import ObservationSpec
@@ -192,7 +191,7 @@ class RobotDemonstrations(Dataset):
     def prompt_ids(self, instruction: str) -> list[int]:
         if instruction not in self._prompts:
             self._prompts[instruction] = question_ids(
-                self.prompt_format, vla_question(instruction), self.tokenizer, self.image_token_id, self.num_tokens)
+                self.prompt_format, self.head.question(instruction), self.tokenizer, self.image_token_id, self.num_tokens)
         return self._prompts[instruction]
 
     def pixels(self, frames: dict[str, np.ndarray], keys: list[str]) -> torch.Tensor:

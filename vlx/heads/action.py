@@ -28,12 +28,6 @@ from vlx.llm.prompts import IGNORE_INDEX
 from vlx.registry import HEADS
 
 TOKEN_SOURCES = ("reuse-last", "new")
-VLA_QUESTION = "What action should the robot take to {instruction}?"
-
-
-def vla_question(instruction: str) -> str:
-    """OpenVLA's question for an instruction (lower-cased, trailing punctuation dropped)."""
-    return VLA_QUESTION.format(instruction=instruction.strip().rstrip(".!?").lower())
 
 
 def new_action_tokens(n_bins: int) -> list[str]:
@@ -87,8 +81,8 @@ class TokenActionHead(ActionHead):
     """What both token heads share: the action tokenizer and the EOS id (no parameters of their own)."""
 
     def __init__(self, action_dim: int, llm: nn.Module | None = None, n_bins: int = 256, tokens: str = "reuse-last",
-                 base_vocab_size: int | None = None, chunk_size: int = 1) -> None:
-        super().__init__(action_dim, chunk_size)
+                 base_vocab_size: int | None = None, chunk_size: int = 1, instruction: str = "openvla") -> None:
+        super().__init__(action_dim, chunk_size, instruction)
         self.n_bins, self.tokens = int(n_bins), tokens
         self.action_tokenizer = action_token_codec(llm, self.n_bins, tokens, base_vocab_size)
         tokenizer = getattr(llm, "tokenizer", None)

@@ -25,6 +25,7 @@ from torch import nn
 
 from vlx.errors import ConfigError, DataError
 from vlx.llm.prompts import IGNORE_INDEX
+from vlx.heads.instruction import check_instruction_rule, vla_question
 
 
 @dataclass
@@ -75,10 +76,15 @@ class ActionHead(nn.Module, ABC):
 
     one_pass: bool = False  # decodes a whole chunk in one LLM pass (placeholder slots, 4-D attention mask)
 
-    def __init__(self, action_dim: int, chunk_size: int = 1) -> None:
+    def __init__(self, action_dim: int, chunk_size: int = 1, instruction: str = "openvla") -> None:
         super().__init__()
         self.action_dim = positive_int(action_dim, "head.action_dim")
         self.chunk_size = positive_int(chunk_size, "head.chunk_size")
+        self.instruction_rule = check_instruction_rule(instruction)
+
+    def question(self, instruction: str) -> str:
+        """The prompt's question for a robot instruction, under this head's `instruction` rule."""
+        return vla_question(instruction, self.instruction_rule)
 
     @property
     def chunk_shape(self) -> tuple[int, int]:

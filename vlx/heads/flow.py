@@ -47,8 +47,9 @@ class FlowMatchingHead(ActionHead):
     """Flow matching with a pi0-style action expert (`expert_width`, `expert_mlp_dim`; `num_steps` at inference)."""
 
     def __init__(self, action_dim: int, llm: nn.Module, chunk_size: int = 1, expert_width: int | None = None,
-                 expert_mlp_dim: int | None = None, num_steps: int = 10, sample_seed: int = 0) -> None:
-        super().__init__(action_dim, chunk_size)
+                 expert_mlp_dim: int | None = None, num_steps: int = 10, sample_seed: int = 0,
+                 instruction: str = "openvla") -> None:
+        super().__init__(action_dim, chunk_size, instruction)
         config = llm.model.config
         width = positive_int(expert_width or max(2, int(config.hidden_size) // 2), "head.expert_width")
         mlp_dim = positive_int(expert_mlp_dim or 4 * width, "head.expert_mlp_dim")

@@ -29,8 +29,8 @@ class L1RegressionHead(ActionHead):
     one_pass = True
 
     def __init__(self, action_dim: int, llm: nn.Module, chunk_size: int = 1,
-                 mlp: dict[str, Any] | None = None) -> None:
-        super().__init__(action_dim, chunk_size)
+                 mlp: dict[str, Any] | None = None, instruction: str = "openvla") -> None:
+        super().__init__(action_dim, chunk_size, instruction)
         width = int(llm.hidden_size)
         node = {"name": "mlp-resnet", **(mlp or {})}
         self.mlp = ACTION_MLPS.build(node, "head.mlp", in_dim=self.action_dim * width, out_dim=self.action_dim,
