@@ -1,13 +1,17 @@
-"""Tests of image transforms: output shape/dtype, letterbox mean-colour padding, centre crop, naive resize, modes."""
+"""Tests of image transforms: output shape/dtype, letterbox mean-colour padding (LLaVA's and Prismatic's rules),
+centre crop, naive resize, modes."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+import torchvision.transforms as T
+import torchvision.transforms.functional as TVF
 from PIL import Image
 
 from vlx.errors import ConfigError
-from vlx.vision.transforms import RESIZE_STRATEGIES, build_image_transform, letterbox
+from vlx.vision.transforms import RESIZE_STRATEGIES, build_image_transform, letterbox, letterbox_symmetric
 
 MEAN = (0.48145466, 0.4578275, 0.40821073)
 STD = (0.26862954, 0.26130258, 0.27577711)
@@ -107,7 +111,7 @@ def test_unknown_strategy_lists_the_valid_ones() -> None:
         build_image_transform("squash", S, MEAN, STD)
     message = str(info.value)
     assert "'squash'" in message
-    assert "letterbox, resize-naive, resize-crop" in message
+    assert "letterbox, letterbox-prismatic, resize-naive, resize-crop" in message
 
 
 @pytest.mark.parametrize("strategy", RESIZE_STRATEGIES)
@@ -117,3 +121,42 @@ def test_grayscale_and_alpha_images_give_three_channels(strategy, mode, colour, 
     out = build_image_transform(strategy, S, MEAN, STD)(Image.new(mode, (60, 30), colour))
     assert out.shape == (3, S, S) and out.dtype == torch.float32
     assert _close(_unnormalise(out)[:, 24, 24], rgb, atol=2e-3)
+
+
+def _noise(width: int, height: int, seed: int = 0) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8))
+
+
+def _prismatic_letterbox(image: Image.Image, fill: tuple[int, int, int]) -> Image.Image:
+    """Prismatic's `LetterboxPad` (prismatic/models/backbones/vision/base_vision.py): `int((max - side) / 2)` on both
+    sides through torchvision's `pad`, so an odd difference leaves the result one pixel short of square."""
+    (w, h), max_wh = image.size, max(image.size)
+    horizontal, vertical = int((max_wh - w) / 2), int((max_wh - h) / 2)
+    return TVF.pad(image, [horizontal, vertical, horizontal, vertical], fill=fill, padding_mode="constant")
+
+
+@pytest.mark.parametrize("size", [(61, 30), (30, 61), (64, 64), (7, 2), (2, 9), (200, 17)])
+def test_prismatic_letterbox_is_prismatics_symmetric_pad(size) -> None:
+    fill = tuple(int(m * 255) for m in MEAN)
+    image = _noise(*size)
+    expected = _prismatic_letterbox(image, fill)
+    ours = letterbox_symmetric(image, fill)
+    assert ours.size == expected.size
+    assert np.array_equal(np.asarray(ours), np.asarray(expected))
+
+
+@pytest.mark.parametrize("size", [(61, 30), (30, 61), (200, 17)])
+def test_prismatic_letterbox_transform_equals_prismatics_pipeline(size) -> None:
+    """Prismatic: LetterboxPad(mean fill) then timm's resize-shorter-side (bicubic), centre crop, normalise."""
+    fill = tuple(int(m * 255) for m in MEAN)
+    reference = T.Compose([lambda image: _prismatic_letterbox(image, fill),
+                           T.Resize(S, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(S), T.ToTensor(),
+                           T.Normalize(MEAN, STD)])
+    image = _noise(*size, seed=1)
+    ours = build_image_transform("letterbox-prismatic", S, MEAN, STD)(image)
+    # the same pixels (the geometry is exact, checked in uint8), scaled by x * (1/255) where ToTensor divides: 1 ulp
+    geometry = T.Compose(reference.transforms[:3])(image)
+    assert torch.equal(((_unnormalise(ours) * 255).round()).to(torch.uint8), TVF.pil_to_tensor(geometry))
+    torch.testing.assert_close(ours, reference(image), rtol=0, atol=1e-6)
+    llava = build_image_transform("letterbox", S, MEAN, STD)(image)  # expand2square: the extra row goes after
+    assert not torch.equal(ours, llava)

@@ -28,6 +28,7 @@ from vlx.interop.tensors import read_safetensors_dir, rename_prefixes
 
 LAYOUT = "OpenVLA/Prismatic Hugging Face checkpoint"
 MODEL_TYPES = ("openvla", "prismatic")
+PRISMATIC_RESIZE = {"letterbox": "letterbox-prismatic"}  # Prismatic's LetterboxPad, not LLaVA's expand2square
 REQUIRED = ("vision_backbone_id", "llm_backbone_id", "arch_specifier", "image_resize_strategy", "text_config",
             "timm_model_ids", "image_sizes")
 LLM_FAMILIES = (("llama2", "llama"), ("vicuna", "llama"), ("mistral", "mistral"), ("phi", "phi"))
@@ -71,7 +72,7 @@ def vision_node(config: dict[str, Any], where: Path) -> dict[str, Any]:
                               f"({'fused' if count == 2 else 'single'} backbone {config['vision_backbone_id']!r})")
     members = [
         {"name": "timm-vit", "model_id": model_id, "image_size": int(size), "pretrained": False, "feature_layer": -2,
-         "image_resize": config["image_resize_strategy"],
+         "image_resize": PRISMATIC_RESIZE.get(config["image_resize_strategy"], config["image_resize_strategy"]),
          "model_kwargs": {**({"act_layer": act} if act else {}), **kwargs}}
         for model_id, size, act, kwargs in zip(ids, sizes, acts, extra, strict=True)
     ]
@@ -94,7 +95,8 @@ def prompt_node(config: dict[str, Any], root: Path) -> dict[str, Any]:
     """Prismatic's prompt builder for the LLM; OpenVLA's pure prompt ends with the `▁` token it appends."""
     backbone = config["llm_backbone_id"]
     if config["model_type"] == "prismatic" and not backbone.endswith("-pure"):
-        names = {"vicuna": "vicuna", "llama2": "llama2-chat", "mistral": "mistral-instruct", "phi": "phi"}
+        names = {"vicuna": "prismatic-vicuna", "llama2": "prismatic-llama2-chat", "mistral": "prismatic-mistral-instruct",
+                 "phi": "phi"}
         name = next((n for prefix, n in names.items() if backbone.startswith(prefix)), None)
         if name is None:
             raise CheckpointError(f"{root}/config.json: no vlx prompt format for llm_backbone_id={backbone!r}")

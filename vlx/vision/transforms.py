@@ -1,7 +1,10 @@
 """Image transforms: PIL image → normalised (3, S, S) tensor, with LLaVA's and Prismatic's resize strategies.
 
-`letterbox` pads to a square with the normalisation mean colour and then resizes (LLaVA-1.5's `pad`),
-`resize-naive` warps the image to a square (Prismatic's prism models), `resize-crop` resizes the shorter
+`letterbox` pads to a square with the normalisation mean colour and then resizes (LLaVA-1.5's `pad`,
+`expand2square`: an odd difference puts the extra row or column after the image); `letterbox-prismatic`
+is Prismatic's and OpenVLA's `LetterboxPad`: `int((max - side) / 2)` on both sides, so an odd difference
+leaves a (max - 1) x max image that the shorter-side resize and centre crop then finish (each tower pads
+with its own mean, as in Prismatic's training transform); `resize-naive` warps the image to a square (Prismatic's prism models), `resize-crop` resizes the shorter
 side and centre-crops. Every image is converted to RGB first, so grayscale and RGBA files work.
 """
 
@@ -16,7 +19,7 @@ from torchvision.transforms import v2
 
 from vlx.errors import ConfigError, DataError
 
-RESIZE_STRATEGIES = ("letterbox", "resize-naive", "resize-crop")
+RESIZE_STRATEGIES = ("letterbox", "letterbox-prismatic", "resize-naive", "resize-crop")
 ImageTransform = Callable[[Image.Image], torch.Tensor]
 
 
@@ -40,6 +43,16 @@ def letterbox(image: Image.Image, fill: tuple[int, int, int]) -> Image.Image:
     return canvas
 
 
+def letterbox_symmetric(image: Image.Image, fill: tuple[int, int, int]) -> Image.Image:
+    """Pad `image` by `int((max - side) / 2)` on both sides of its shorter axis with `fill` (Prismatic's rule)."""
+    width, height = image.size
+    side = max(width, height)
+    pad_x, pad_y = (side - width) // 2, (side - height) // 2
+    canvas = Image.new("RGB", (width + 2 * pad_x, height + 2 * pad_y), fill)
+    canvas.paste(image, (pad_x, pad_y))
+    return canvas
+
+
 def build_image_transform(
     strategy: str, image_size: int, mean: Sequence[float], std: Sequence[float]
 ) -> ImageTransform:
@@ -50,7 +63,7 @@ def build_image_transform(
     bicubic = v2.InterpolationMode.BICUBIC
     if strategy == "resize-naive":
         geometry = [v2.Resize((image_size, image_size), interpolation=bicubic, antialias=True)]
-    else:  # letterbox pads first, then both take the shorter-side resize + centre crop
+    else:  # the letterboxes pad first, then all take the shorter-side resize + centre crop
         geometry = [v2.Resize(image_size, interpolation=bicubic, antialias=True), v2.CenterCrop(image_size)]
     pipeline = v2.Compose(geometry + to_tensor)
     fill = tuple(int(m * 255) for m in mean)
@@ -59,6 +72,8 @@ def build_image_transform(
         image = image.convert("RGB")
         if strategy == "letterbox":
             image = letterbox(image, fill)  # type: ignore[arg-type]
+        elif strategy == "letterbox-prismatic":
+            image = letterbox_symmetric(image, fill)  # type: ignore[arg-type]
         return pipeline(image)  # (3, S, S)
 
     return transform
