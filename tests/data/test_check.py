@@ -48,7 +48,8 @@ def broken_json(tmp_path: Path) -> Path:
 
 
 def test_llava_json_check_reports_every_problem_with_file_and_sample(broken_json, tokenizer) -> None:
-    report = check_llava_json(broken_json, broken_json.parent, VicunaFormat(), tokenizer, N_IMAGE_TOKENS, 256)
+    report = check_llava_json(broken_json, broken_json.parent, VicunaFormat(), tokenizer, N_IMAGE_TOKENS, 256,
+                              on_unanswered="error")
     assert report.checked == 10 and report.unit == "samples"
     assert report.counts() == {"missing-image": 2, "image-marker": 2, "corrupt-image": 1, "no-answer": 1,
                                "turn-order": 1}
@@ -56,7 +57,7 @@ def test_llava_json_check_reports_every_problem_with_file_and_sample(broken_json
         "lost-1": f"image file {broken_json.parent / 'missing.png'} not found",
         "lost-2": "also-missing.png not found",
         "corrupt-3": f"image file {broken_json.parent / 'bad.png'} could not be decoded",
-        "noanswer-4": "no assistant ('gpt') answer",
+        "noanswer-4": "the last turn is the user's and has no answer (on_unanswered=error",
         "nomarker-5": "found 0 image slots; expected one '<image>' marker",
         "textmarker-6": "found 1 image slots; expected no '<image>' marker (it has no image)",
         "order-8": "turn 0 is from 'assistant'; expected 'user'",
@@ -70,6 +71,13 @@ def test_llava_json_check_reports_every_problem_with_file_and_sample(broken_json
     assert lines[:3] == [f"file={broken_json}", "samples=10", "missing-image: 2"]
     assert lines[3].startswith(f"  {broken_json}: sample lost-1: ") and lines[4] == "  ... and 1 more"
     assert lines[-1] == "problems=7"
+
+
+def test_llava_json_check_notes_unanswered_conversations_it_skips(broken_json, tokenizer) -> None:
+    report = check_llava_json(broken_json, broken_json.parent, VicunaFormat(), tokenizer, N_IMAGE_TOKENS, 256)
+    assert "no-answer" not in report.counts() and len(report.problems) == 6
+    assert report.notes == [f"{broken_json}: 1 conversation(s) end with a user turn that has no answer: that turn "
+                            "dropped in 0, 1 skipped (no answer left); on_unanswered=error stops at them instead"]
 
 
 def test_llava_json_syntax_error_is_the_single_problem(tmp_path, tokenizer) -> None:
@@ -163,8 +171,10 @@ def test_cli_prints_the_summary_and_exits_1_on_problems(tmp_path, capsys) -> Non
 def test_cli_checks_llava_json_with_the_recipe_tokenizer(broken_json, tiny_cfg, capsys) -> None:
     status, lines, _ = _vlx(capsys, str(broken_json), "--max-length", "300")
     assert status == 1
-    assert lines[:3] == ["stage=finetune prompt=vicuna max_length=300", f"file={broken_json}", "samples=10"]
-    assert "missing-image: 2" in lines and lines[-1] == "problems=7"
+    assert lines[:3] == ["stage=finetune prompt=vicuna max_length=300 on_unanswered=skip", f"file={broken_json}",
+                         "samples=10"]
+    assert "missing-image: 2" in lines and lines[-1] == "problems=6"  # noanswer-4 is skipped, and noted
+    assert lines[-2].startswith(f"note: {broken_json}: 1 conversation(s) end with a user turn that has no answer")
     status, _, err = _vlx(capsys, str(broken_json.with_suffix(".txt")))
     assert status == 2
     assert err == f"vlx data: error: {broken_json.with_suffix('.txt')}: no such file; expected a LLaVA .json file or a " \

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from vlx.data.llava_json import LlavaJsonDataset
-from vlx.errors import DataError
+from vlx.errors import ConfigError, DataError
 from vlx.llm.formats import PlainFormat, VicunaFormat
 from vlx.llm.prompts import IGNORE_INDEX
 from vlx.vision.transforms import build_image_transform
@@ -90,7 +90,7 @@ def test_plain_captions_put_the_image_after_bos_and_train_the_caption(shapes, to
     item = dataset[2]
     assert item["input_ids"][0].item() == tokenizer.bos_token_id
     assert item["input_ids"][1 : 1 + N_IMAGE_TOKENS].tolist() == [_image_id(tokenizer)] * N_IMAGE_TOKENS
-    assert _label_text(tokenizer, item["labels"]) == records[2]["conversations"][1]["value"] + "</s>"
+    assert _label_text(tokenizer, item["labels"]) == records[2]["conversations"][1]["value"] + "\n"  # LLaVA's end
     assert (item["labels"][1 + N_IMAGE_TOKENS :] != IGNORE_INDEX).all()  # everything after the image is caption
 
 
@@ -157,12 +157,30 @@ def test_empty_or_missing_conversations_name_file_and_sample(shapes, tokenizer, 
             lambda: _dataset(path, shapes.image_dir, tokenizer, transform))
 
 
-def test_conversation_ending_with_user_turn_names_file_and_sample(shapes, tokenizer, transform, tmp_path) -> None:
+def test_unanswered_last_turn_is_dropped_and_counted(shapes, tokenizer, transform, tmp_path, capsys) -> None:
+    record = _sample("open-2")
+    complete = json.loads(json.dumps(record))
+    record["conversations"].append({"from": "human", "value": "And?"})
+    only_question = {"id": "open-3", "image": record["image"], "conversations": record["conversations"][:1]}
+    path = _write(tmp_path, [record, only_question, complete])
+    dataset = _dataset(path, shapes.image_dir, tokenizer, transform)
+    assert len(dataset) == 2  # open-3 has no answer at all: skipped
+    assert dataset[0]["input_ids"].tolist() == dataset[1]["input_ids"].tolist()  # open-2 without "And?"
+    assert dataset[0]["labels"].tolist() == dataset[1]["labels"].tolist()
+    assert capsys.readouterr().err.strip() == (
+        f"{path}: 2 conversation(s) end with a user turn that has no answer: that turn dropped in 1, 1 skipped (no "
+        "answer left); on_unanswered=error stops at them instead")
+
+
+def test_unanswered_last_turn_with_on_unanswered_error_names_file_and_sample(shapes, tokenizer, transform,
+                                                                             tmp_path) -> None:
     record = _sample("open-2")
     record["conversations"].append({"from": "human", "value": "And?"})
     path = _write(tmp_path, [record])
-    _raises([str(path), "sample open-2", "no assistant ('gpt') answer"],
-            lambda: _dataset(path, shapes.image_dir, tokenizer, transform))
+    _raises([str(path), "sample open-2", "the last turn is the user's and has no answer"],
+            lambda: _dataset(path, shapes.image_dir, tokenizer, transform, on_unanswered="error"))
+    with pytest.raises(ConfigError, match=r"on_unanswered='warn'; expected one of skip, error"):
+        _dataset(path, shapes.image_dir, tokenizer, transform, on_unanswered="warn")
 
 
 def test_json_syntax_error_names_file_and_line(shapes, tokenizer, transform, tmp_path) -> None:

@@ -40,8 +40,8 @@ def _image_id(tokenizer) -> int:
     [
         (VicunaFormat(), _vicuna_turns(LONG), LONG),
         (VicunaFormat(), _vicuna_turns(SHORT), SHORT),
-        (PlainFormat(), _plain_turns(LONG), LONG),
-        (PlainFormat(), _plain_turns(SHORT), SHORT),
+        (PlainFormat(end="eos"), _plain_turns(LONG), LONG),
+        (PlainFormat(end="eos"), _plain_turns(SHORT), SHORT),
     ],
     ids=["vicuna-long", "vicuna-short", "plain-long", "plain-short"],
 )
@@ -79,16 +79,27 @@ def test_vicuna_text_matches_llava_v1_template(tokenizer) -> None:
     assert "".join(s.text for s in segments) == expected
     assert [s.text for s in segments if s.target] == [f" {LONG}</s>", f" {SHORT}</s>"]
     ids = fmt.encode(_multi_turns(), tokenizer, has_image=True).input_ids
-    assert ids[0] == tokenizer.bos_token_id
-    assert _decode(tokenizer, ids[1:]).lstrip() == expected
+    # LLaVA's tokenizer_image_token: BOS, the text before `<image>`, the slot, the text after it on its own
+    before, after = expected.split("<image>")
+    assert ids == [tokenizer.bos_token_id, *tokenizer(before, add_special_tokens=False).input_ids, _image_id(tokenizer),
+                   *tokenizer(after, add_special_tokens=False).input_ids]
 
 
-def test_plain_text_is_image_then_caption_and_eos(tokenizer) -> None:
+def test_plain_text_is_image_then_caption_and_newline_as_llava(tokenizer) -> None:
+    # LLaVA's preprocess_plain: `<image>` + caption + the plain template's separator "\n" (no </s>)
     segments = PlainFormat().render(_plain_turns(), "</s>")
+    assert segments == [Segment("<image>"), Segment(LONG + "\n", target=True)]
+    encoded = PlainFormat().encode(_plain_turns(), tokenizer, has_image=True)
+    assert encoded.input_ids[:2] == [tokenizer.bos_token_id, _image_id(tokenizer)]
+    assert encoded.input_ids[2:] == tokenizer(LONG + "\n", add_special_tokens=False).input_ids  # its own chunk
+    assert encoded.labels[2:] == encoded.input_ids[2:]
+
+
+def test_plain_end_eos_closes_the_caption_with_eos(tokenizer) -> None:
+    segments = PlainFormat(end="eos").render(_plain_turns(), "</s>")
     assert segments == [Segment("<image>"), Segment(LONG + "</s>", target=True)]
-    ids = PlainFormat().encode(_plain_turns(), tokenizer, has_image=True).input_ids
-    assert ids[:2] == [tokenizer.bos_token_id, _image_id(tokenizer)]
-    assert _decode(tokenizer, ids[2:]).lstrip() == LONG + "</s>"
+    with pytest.raises(ConfigError, match=r"prompt.end='tab'; expected one of newline, eos"):
+        PlainFormat(end="tab")
 
 
 def test_custom_vicuna_system_prompt_is_used_and_unlabelled(tokenizer) -> None:
@@ -101,8 +112,8 @@ def test_custom_vicuna_system_prompt_is_used_and_unlabelled(tokenizer) -> None:
 @pytest.mark.parametrize(
     ("fmt", "turns"),
     [(VicunaFormat(), _vicuna_turns(LONG)), (VicunaFormat(), _vicuna_turns(SHORT)),
-     (PlainFormat(), _plain_turns(LONG)), (PlainFormat(), _plain_turns(SHORT))],
-    ids=["vicuna-long", "vicuna-short", "plain-long", "plain-short"],
+     (PlainFormat(), _plain_turns(LONG)), (PlainFormat(end="eos"), _plain_turns(SHORT))],
+    ids=["vicuna-long", "vicuna-short", "plain-long", "plain-short-eos"],
 )
 def test_generation_ids_are_the_training_prefix_before_the_answer(tokenizer, fmt, turns) -> None:
     train = fmt.encode(turns, tokenizer, has_image=True)
@@ -233,7 +244,7 @@ def test_turns_from_messages_maps_llava_roles() -> None:
 
 
 def test_generation_suffix_ids_end_the_prompt_once(tokenizer) -> None:
-    from vlx.llm.chat_formats import PureFormat
+    from vlx.llm.prismatic_formats import PureFormat
     from vlx.llm.prompts import question_ids
 
     space = tokenizer.convert_tokens_to_ids("▁")  # the tiny tokenizer's word-boundary piece (Llama-2: 29871)

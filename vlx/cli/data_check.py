@@ -66,10 +66,11 @@ def check_json(args: argparse.Namespace) -> CheckReport:
     with torch.device("meta"):  # the tokenizer is read; no weights are
         model = build_model(cfg, load_weights=False)
     max_length = args.max_length or OmegaConf.select(config, f"stages.{stage}.data.train.max_length") or 2048
-    print(f"stage={stage} prompt={cfg['prompt']['name']} max_length={max_length}")
+    on_unanswered = OmegaConf.select(config, f"stages.{stage}.data.train.on_unanswered") or "skip"
+    print(f"stage={stage} prompt={cfg['prompt']['name']} max_length={max_length} on_unanswered={on_unanswered}")
     image_dir = args.image_dir or Path(args.path).expanduser().parent
     return check_llava_json(args.path, image_dir, model.prompt_format, model.tokenizer, model.vision.num_patches,
-                            max_length)
+                            max_length, on_unanswered)
 
 
 def observation_keys(args: argparse.Namespace) -> tuple[list[str], list[str] | None]:

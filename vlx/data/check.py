@@ -20,7 +20,7 @@ import h5py
 import numpy as np
 
 from vlx.data.action_stats import ActionStats
-from vlx.data.llava_json import SampleTokeniser, load_image, read_json_list
+from vlx.data.llava_json import SampleTokeniser, load_image, read_json_list, unanswered_summary
 from vlx.data.robomimic_layout import DemoReader, check_hdf5_path, json_attr
 from vlx.errors import DataError
 from vlx.llm.prompts import PromptFormat
@@ -57,7 +57,7 @@ class CheckReport:
 
 def check_llava_json(
     path: str | Path, image_dir: str | Path, prompt_format: PromptFormat, tokenizer: Any, num_image_tokens: int,
-    max_length: int,
+    max_length: int, on_unanswered: str = "skip",
 ) -> CheckReport:
     """Every sample of a LLaVA JSON file tokenised as training would, and every image decoded."""
     report = CheckReport(Path(path).expanduser(), "samples")
@@ -67,15 +67,20 @@ def check_llava_json(
         report.problems.append(problem)
         return report
     tokenise = SampleTokeniser(report.path, Path(image_dir).expanduser(), prompt_format, tokenizer, num_image_tokens,
-                               max_length)
+                               max_length, on_unanswered)
+    dropped = skipped = 0
     for index, record in enumerate(records):
         report.checked += 1
         try:
             sample = tokenise(index, record)
-            if sample.image is not None:
+            skipped += sample is None
+            dropped += sample is not None and sample.unanswered
+            if sample is not None and sample.image is not None:
                 load_image(sample.image, f"{report.path}: sample {sample.sample_id}")
         except DataError as problem:
             report.problems.append(problem)
+    if dropped or skipped:
+        report.notes.append(unanswered_summary(report.path, dropped, skipped))
     return report
 
 

@@ -6,12 +6,16 @@ checked without decoding images is checked when the dataset is built — JSON sy
 roles, missing image files, the `<image>` marker, all-masked labels, length — so a bad sample stops the
 run before training starts, with the file and sample id in the message. Those checks live in
 `SampleTokeniser`, one record at a time, so `vlx data check` runs the same code and collects every
-problem instead of stopping at the first. Images are decoded lazily.
+problem instead of stopping at the first. Images are decoded lazily. A conversation whose last turn is the
+user's (LLaVA and Prismatic tokenise it and train nothing on it) loses that turn, or the whole sample
+when no answer is left, and the dataset prints how many (`on_unanswered: skip`, the default); with
+`on_unanswered: error` it is an error naming the sample.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,12 +24,13 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from vlx.errors import DataError
+from vlx.errors import ConfigError, DataError
 from vlx.llm.prompts import IGNORE_INDEX, IMAGE_MARKER, PromptFormat, Turn, expand_image_slot
 from vlx.registry import DATASETS
 from vlx.vision.transforms import ImageTransform
 
 ROLES = {"human": "user", "gpt": "assistant"}
+ON_UNANSWERED = ("skip", "error")
 
 
 def read_json_list(path: Path) -> list[dict[str, Any]]:
@@ -79,6 +84,13 @@ class TokenisedSample:
     input_ids: list[int]
     labels: list[int]
     image: Path | None
+    unanswered: bool = False  # its last, unanswered user turn was dropped
+
+
+def unanswered_summary(path: Path, dropped: int, skipped: int) -> str:
+    """The line saying how many conversations ended with an unanswered user turn and what became of them."""
+    return (f"{path}: {dropped + skipped} conversation(s) end with a user turn that has no answer: that turn dropped "
+            f"in {dropped}, {skipped} skipped (no answer left); on_unanswered=error stops at them instead")
 
 
 @dataclass(frozen=True)
@@ -92,13 +104,27 @@ class SampleTokeniser:
     tokenizer: Any
     num_image_tokens: int
     max_length: int
+    on_unanswered: str = "skip"
 
-    def __call__(self, index: int, record: Any) -> TokenisedSample:
+    def __post_init__(self) -> None:
+        if self.on_unanswered not in ON_UNANSWERED:
+            raise ConfigError(f"on_unanswered={self.on_unanswered!r}; expected one of {', '.join(ON_UNANSWERED)}")
+
+    def __call__(self, index: int, record: Any) -> TokenisedSample | None:
+        """The tokenised sample, or None when it is skipped (its only turn is an unanswered user turn)."""
         if not isinstance(record, dict):
             raise DataError(f"{self.path}: sample #{index} is not a JSON object", kind="bad-sample")
         sample_id = str(record.get("id", f"#{index}"))
         where = f"{self.path}: sample {sample_id}"
         turns = parse_turns(record, where)
+        unanswered = len(turns) % 2 == 1 and turns[-1].role == "user"
+        if unanswered and self.on_unanswered == "error":
+            raise DataError(f"{where}: the last turn is the user's and has no answer (on_unanswered=error; `skip` "
+                            "drops that turn)", kind="no-answer")
+        if unanswered:
+            turns = turns[:-1]
+            if not turns:
+                return None
         image = None
         if record.get("image") is not None:
             image = self.image_dir / str(record["image"])
@@ -112,7 +138,7 @@ class SampleTokeniser:
         ids, labels = expand_image_slot(encoded.input_ids, encoded.labels, image_token_id, self.num_image_tokens)
         if all(label == IGNORE_INDEX for label in labels):
             raise DataError(f"{where}: every label is masked (no assistant answer would be trained)", kind="all-masked")
-        return TokenisedSample(sample_id, *self._truncated(ids, labels, image_token_id, where), image)
+        return TokenisedSample(sample_id, *self._truncated(ids, labels, image_token_id, where), image, unanswered)
 
     def _truncated(self, ids: list[int], labels: list[int], image_token_id: int, where: str) -> tuple[list[int], list[int]]:
         """Cut to `max_length` when that keeps the whole image and some answer token; otherwise an error."""
@@ -141,12 +167,18 @@ class LlavaJsonDataset(Dataset):
         num_image_tokens: int,
         max_length: int = 2048,
         limit: int | None = None,
+        on_unanswered: str = "skip",
     ) -> None:
         self.path, self.image_dir = Path(json_path).expanduser(), Path(image_dir).expanduser()
         self.transform = image_transform
-        tokenise = SampleTokeniser(self.path, self.image_dir, prompt_format, tokenizer, num_image_tokens, max_length)
+        tokenise = SampleTokeniser(self.path, self.image_dir, prompt_format, tokenizer, num_image_tokens, max_length,
+                                   on_unanswered)
         self.records = read_json_list(self.path)[:limit]
-        self.samples = [tokenise(index, record) for index, record in enumerate(self.records)]
+        tokenised = [tokenise(index, record) for index, record in enumerate(self.records)]
+        self.samples = [sample for sample in tokenised if sample is not None]
+        dropped = sum(sample.unanswered for sample in self.samples)
+        if dropped or len(self.samples) < len(tokenised):
+            print(unanswered_summary(self.path, dropped, len(tokenised) - len(self.samples)), file=sys.stderr)
 
     def __len__(self) -> int:
         return len(self.samples)

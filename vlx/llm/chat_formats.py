@@ -1,8 +1,9 @@
-"""Chat/instruct prompt formats of common LLM families: `pure`, `llama2-chat`, `mistral-instruct`, `phi`, `qwen`.
+"""Chat/instruct prompt formats of common LLM families: `llama2-chat`, `mistral-instruct`, `phi`, `qwen`.
 
-Each renders the same text as the reference template (Prismatic VLMs' prompt builders, or the model's own
-chat template) and marks each assistant answer plus its end marker as the loss target. The exact
-templates are in each class's docstring; `{eos}` is the tokenizer's EOS string (`</s>` for Llama/Mistral,
+Each renders the same text as the model's own chat template (Prismatic's builders for `phi`) and marks
+each assistant answer plus its end marker as the loss target; the whole text is tokenised at once, as a
+chat template is applied. (Prismatic's own builders, token-exact with its training code, are in
+`prismatic_formats.py`.) The exact templates are in each class's docstring; `{eos}` is the tokenizer's EOS string (`</s>` for Llama/Mistral,
 `<|endoftext|>` for Phi-2, `<|im_end|>` for Qwen chat tokenizers). BOS before the first turn is added by
 `PromptFormat.encode`, never rendered.
 
@@ -65,19 +66,6 @@ class SystemTurnFormat(TurnFormat):
         self.system = self.DEFAULT_SYSTEM if system is None else system
 
 
-@PROMPT_FORMATS.register("pure")
-class PureFormat(TurnFormat):
-    """Base (non-chat) LLMs, Prismatic's PurePromptBuilder; no system prompt.
-
-    Template: `In: {msg}\\nOut: {answer}{eos}In: {msg2}\\nOut: {answer2}{eos}`. Segments: prompt
-    `In: {msg}\\nOut:`, target ` {answer}{eos}` — the text is Prismatic's, only the span boundary moved
-    before the space so that no token straddles it (Prismatic's generation prompt ends in `Out: `).
-    """
-
-    def user(self, index: int, text: str) -> str:
-        return f"In: {text}\nOut:"
-
-
 @PROMPT_FORMATS.register("llama2-chat")
 class Llama2ChatFormat(SystemTurnFormat):
     """Llama-2 chat (Meta's / the HF chat template), system prompt in the first user turn only.
@@ -85,7 +73,7 @@ class Llama2ChatFormat(SystemTurnFormat):
     Template: `[INST] <<SYS>>\\n{system}\\n<</SYS>>\\n\\n{msg} [/INST] {answer} {eos}{bos}[INST] {msg2}
     [/INST] {answer2} {eos}` (one line; BOS before the first `[INST]` comes from `encode`). Target:
     ` {answer} {eos}`. `bos` is the tokenizer's BOS string (`<s>` for Llama-2), rendered before every
-    later turn; `bos=""` gives Prismatic's LLaMa2ChatPromptBuilder turn joining (no BOS between turns).
+    later turn (`bos=""`: none). Prismatic's checkpoints were trained with `prismatic-llama2-chat`.
     `system=""` drops the `<<SYS>>` block. Default system prompt: Prismatic's (`LLAMA2_SYSTEM`).
     """
 

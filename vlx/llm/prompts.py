@@ -1,12 +1,15 @@
 """Prompt formats: conversation turns → token ids and a label mask built from per-turn spans.
 
 A format renders turns into text `Segment`s, each marked as a loss target or not (assistant answers and
-their end-of-sequence token are targets; a target starts with the whitespace that separates it from the
-prompt). The whole text is tokenised once, with offsets, and a token carries loss exactly when its
-character span overlaps a target span — so labels come from where the assistant text really is, never
-from counting tokens of re-tokenised strings (LLaVA's silent all-masked failure). The generation prompt
-is the same token sequence cut before the last answer, so inference sees exactly the training prefix.
-The image slot is one `image_token_id`, at the `<image>` marker (LLaVA) or right after BOS (Prismatic).
+their end-of-sequence token are targets). The text is tokenised the way the format's reference code does
+it (`tokenization`): `whole` (one call, as a chat template is applied), `image-chunks` (LLaVA's
+`tokenizer_image_token`: the text before and after `<image>` tokenised separately, so each starts with
+the SentencePiece dummy prefix) or `turns` (Prismatic's `FinetuneDataset`: every turn on its own). Each
+piece is tokenised with offsets and a token carries loss exactly when its character span overlaps a
+target span — so labels come from where the assistant text really is, never from counting tokens of
+re-tokenised strings (LLaVA's silent all-masked failure). The generation prompt is the same token
+sequence cut before the last answer, so inference sees exactly the training prefix. The image slot is
+one `image_token_id`, at the `<image>` marker (LLaVA) or right after BOS (Prismatic).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from vlx.errors import ConfigError, DataError
 IGNORE_INDEX = -100
 IMAGE_MARKER = "<image>"
 IMAGE_PLACEMENTS = ("marker", "after-bos")
+TOKENIZATIONS = ("whole", "image-chunks", "turns")
 Role = Literal["user", "assistant"]
 
 
@@ -48,7 +52,9 @@ class EncodedPrompt:
 
 
 class PromptFormat(ABC):
-    """Base class: subclasses implement `render`; tokenisation and masking are shared."""
+    """Base class: subclasses implement `render` and say how the text is cut for tokenisation; masking is shared."""
+
+    tokenization = "whole"  # one of TOKENIZATIONS: how the reference code tokenises the rendered text
 
     def __init__(self, image_placement: str = "marker", generation_suffix_ids: list[int] | None = None) -> None:
         if image_placement not in IMAGE_PLACEMENTS:
@@ -68,20 +74,14 @@ class PromptFormat(ABC):
             raise DataError(f"sample {sample_id}: {exc}", kind=exc.kind) from exc
         if self.image_placement == "after-bos":
             segments = [Segment(s.text.replace(IMAGE_MARKER + "\n", "").replace(IMAGE_MARKER, ""), s.target) for s in segments]
-        text = "".join(s.text for s in segments)
-        spans, start = [], 0
-        for segment in segments:
-            if segment.target:
-                spans.append((start, start + len(segment.text)))
-            start += len(segment.text)
-        encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        ids: list[int] = list(encoding["input_ids"])
-        labels = [
-            token if any(a < end and b > begin for begin, end in spans) else IGNORE_INDEX
-            for token, (a, b) in zip(ids, encoding["offset_mapping"], strict=True)
-        ]
-        prefix = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
         image_id = tokenizer.convert_tokens_to_ids(IMAGE_MARKER)
+        ids: list[int] = []
+        labels: list[int] = []
+        for piece in self.pieces(segments):
+            piece_ids, piece_labels = ([image_id], [IGNORE_INDEX]) if piece is None else tokenize_piece(piece, tokenizer)
+            ids += piece_ids
+            labels += piece_labels
+        prefix = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
         if has_image and self.image_placement == "after-bos":
             prefix.append(image_id)
         ids, labels = prefix + ids, [IGNORE_INDEX] * len(prefix) + labels
@@ -90,6 +90,20 @@ class PromptFormat(ABC):
             expected = f"one '{IMAGE_MARKER}' marker" if has_image else f"no '{IMAGE_MARKER}' marker (it has no image)"
             raise DataError(f"sample {sample_id}: found {n_slots} image slots; expected {expected}", kind="image-marker")
         return EncodedPrompt(ids, labels)
+
+    def pieces(self, segments: list[Segment]) -> list[list[Segment] | None]:
+        """The rendered segments cut into independently tokenised pieces; None is the image slot between two."""
+        if self.tokenization == "turns":
+            return [[segment] for segment in segments]
+        if self.tokenization == "whole":
+            return [segments]
+        pieces: list[list[Segment] | None] = [[]]
+        for segment in segments:
+            first, *rest = segment.text.split(IMAGE_MARKER)
+            pieces[-1].append(Segment(first, segment.target))  # type: ignore[union-attr]
+            for text in rest:
+                pieces += [None, [Segment(text, segment.target)]]
+        return pieces
 
     def generation_ids(self, turns: list[Turn], tokenizer: Any, has_image: bool) -> list[int]:
         """Prompt ids for generating the next assistant answer: the training ids cut before that answer.
@@ -105,6 +119,29 @@ class PromptFormat(ABC):
         if suffix and ids[-len(suffix):] != suffix:
             ids += suffix
         return ids
+
+
+def tokenize_piece(segments: list[Segment], tokenizer: Any) -> tuple[list[int], list[int]]:
+    """Ids and labels of one piece tokenised on its own (no special tokens added, the dummy prefix as the tokenizer does).
+
+    A token is labelled when its character span overlaps a target segment; a zero-width token (a lone
+    dummy-prefix `▁`) when it sits at or inside a target.
+    """
+    text = "".join(segment.text for segment in segments)
+    if not text:
+        return [], []
+    spans, start = [], 0
+    for segment in segments:
+        if segment.target:
+            spans.append((start, start + len(segment.text)))
+        start += len(segment.text)
+    encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids: list[int] = list(encoding["input_ids"])
+    labels = [
+        token if any((a < end and b > begin) or (a == b and begin <= a < end) for begin, end in spans) else IGNORE_INDEX
+        for token, (a, b) in zip(ids, encoding["offset_mapping"], strict=True)
+    ]
+    return ids, labels
 
 
 def label_runs(labels: list[int]) -> list[tuple[int, int]]:
