@@ -22,7 +22,8 @@ def test_round_trip_gives_identical_weights_and_outputs(tiny_model, tmp_path, mo
     ids = tiny_model.prompt_ids("How many shapes are there?", has_image=False).unsqueeze(0)
     mask = torch.ones_like(ids)
     tiny_model.eval()
-    torch.testing.assert_close(loaded.llm(loaded.embed(ids, None), mask), tiny_model.llm(tiny_model.embed(ids, None), mask))
+    torch.testing.assert_close(loaded.llm(loaded.embed(ids, None), mask),
+                               tiny_model.llm(tiny_model.embed(ids, None), mask))
     assert len(loaded.tokenizer) == len(tiny_model.tokenizer)
 
 
@@ -50,7 +51,8 @@ def test_mismatched_weights_list_the_offending_names(tiny_model, tmp_path):
     tensors.pop("projector.linear_2.bias")
     tensors["projector.extra"] = torch.zeros(1)
     save_file(tensors, directory / "model.safetensors")
-    with pytest.raises(CheckpointError, match=r"missing \['projector.linear_2.bias'\].*unexpected \['projector.extra'\]"):
+    with pytest.raises(CheckpointError,
+                       match=r"missing \['projector.linear_2.bias'\].*unexpected \['projector.extra'\]"):
         load(directory)
 
 
@@ -61,7 +63,8 @@ def test_fused_backbone_model_round_trips(tiny_cfg, tmp_path):
     member = {"name": "timm-vit", "image_size": 32, "model_kwargs": {"depth": 2, "num_heads": 2}}
     vision = {"name": "fused", "members": [
         {**member, "model_id": "vit_small_patch16_224", "model_kwargs": {**member["model_kwargs"], "embed_dim": 16}},
-        {**member, "model_id": "vit_base_patch16_siglip_224", "model_kwargs": {**member["model_kwargs"], "embed_dim": 24}},
+        {**member, "model_id": "vit_base_patch16_siglip_224",
+         "model_kwargs": {**member["model_kwargs"], "embed_dim": 24}},
     ]}
     cfg = {**tiny_cfg, "vision": vision, "projector": {"name": "fused-mlp"},
            "prompt": {"name": "pure", "image_placement": "after-bos"}}

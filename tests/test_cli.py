@@ -7,12 +7,11 @@ import os
 import subprocess
 import sys
 
-from omegaconf import OmegaConf
-
 
 def run_vlx(*args, cwd, env_extra=None):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "vlx", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "vlx", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=300)
 
 
 def test_info_prints_parameter_lines(tmp_path):
@@ -39,7 +38,8 @@ def test_unknown_command_shows_usage(tmp_path):
 
 
 def test_data_shapes_writes_llava_json(tmp_path):
-    result = run_vlx("data", "shapes", "--out", str(tmp_path / "shapes"), "--n-train", "8", "--n-val", "4", cwd=tmp_path)
+    result = run_vlx("data", "shapes", "--out", str(tmp_path / "shapes"), "--n-train", "8", "--n-val", "4",
+                     cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert f"questions[val]={tmp_path / 'shapes' / 'qa_val.json'}" in result.stdout
     samples = json.loads((tmp_path / "shapes" / "qa_val.json").read_text())
@@ -55,7 +55,8 @@ def test_eval_without_checkpoint_explains(tmp_path):
 def test_bad_dataset_stops_training_with_one_line_naming_file_and_sample(tmp_path, tiny_cfg, vlx_home):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps([{"id": "cat-7", "image": "missing.png",
-                                "conversations": [{"from": "human", "value": "<image>\nWhat?"}, {"from": "gpt", "value": "a cat"}]}]))
+                                "conversations": [{"from": "human", "value": "<image>\nWhat?"},
+                                                  {"from": "gpt", "value": "a cat"}]}]))
     result = run_vlx(
         "train", "recipe=llava-tiny", f"paths.home={vlx_home}", "logger=none", "train.stages=[finetune]",
         f"stages.finetune.data.train.json_path={bad}", f"stages.finetune.data.train.image_dir={tmp_path}",

@@ -27,7 +27,8 @@ def test_rollouts_controls_and_report(tiny_vla, tmp_path, capsys) -> None:
     report = evaluate_closed_loop(run_config(tmp_path, demos=str(demos), demos_filter_key="valid", demos_limit=6),
                                   tiny_vla)
     printed = capsys.readouterr().out
-    for key in ("success_rate", "blind_success_rate", "expert_success_rate", "action_accuracy", "blind_action_accuracy"):
+    for key in ("success_rate", "blind_success_rate", "expert_success_rate", "action_accuracy",
+                "blind_action_accuracy"):
         assert f"{key}=" in printed and 0.0 <= report[key] <= 1.0
     assert report["expert_success_rate"] == 1.0  # the noiseless expert needs at most 9 steps
     saved = json.loads((tmp_path / "eval" / "rollout.json").read_text())

@@ -75,9 +75,11 @@ EXPECTED_VISION = {"dinosiglip-224px": 730_911_680, "dinosiglip-384px": 731_940_
 def test_openvla_7b_recipe(capsys):
     cfg = compose(["recipe=openvla-7b", "robot_data=/data/demos.hdf5"])
     assert cfg.vision.name == "dinosiglip-224px" and cfg.head.name == "action-tokens"
-    assert (cfg.head.action_dim, cfg.head.n_bins, cfg.head.tokens, cfg.head.base_vocab_size) == (7, 256, "reuse-last", 32000)
+    assert ((cfg.head.action_dim, cfg.head.n_bins, cfg.head.tokens, cfg.head.base_vocab_size)
+            == (7, 256, "reuse-last", 32000))
     stage = cfg.stages.vla
-    assert list(stage.trainable) == ["vision", "projector", "proprio", "llm", "head"] and list(cfg.train.stages) == ["vla"]
+    assert (list(stage.trainable) == ["vision", "projector", "proprio", "llm", "head"]
+            and list(cfg.train.stages) == ["vla"])
     assert (stage.lr, stage.schedule, stage.global_batch_size) == (2e-5, "constant", 256)
     assert (cfg.augment.crop_scale, cfg.augment.color_jitter) == (0.9, True)
     assert list(stage.prompt.generation_suffix_ids) == [29871]  # OpenVLA's prompts end with Llama-2's `▁`

@@ -21,7 +21,8 @@ import pytest
 SHORT_SCHEDULES = {  # recipe: (overrides, required margin over the blind answer, over the blank-image control)
     "llava-tiny": (["shapes.n_train=8000", "shapes.n_val=200", "stages.finetune.epochs=4", "run_name=ci"], 0.25, 0.30),
     # one stage on captions + questions (measured here: 0.77 vs blind 0.30, blank 0.19)
-    "prismatic-tiny": (["shapes.n_train=12000", "shapes.n_val=200", "stages.finetune.epochs=3", "run_name=ci"], 0.30, 0.40),
+    "prismatic-tiny": (["shapes.n_train=12000", "shapes.n_val=200", "stages.finetune.epochs=3", "run_name=ci"],
+                       0.30, 0.40),
 }
 
 

@@ -59,10 +59,11 @@ def test_openvla_tiny_reads_the_instruction(openvla_tiny) -> None:
 
 BATCH_16 = ["stages.vla.global_batch_size=16", "stages.vla.batch_size=16"]
 CHUNKED = {  # recipe → the `vla` schedule CI affords (the full recipes: 3 epochs of batch 32, README); measured from
-    # this scene checkpoint (first 20 episodes, deterministic: CI's machines gave the same numbers): L1 after 1 epoch of
-    # batch 32 0.00 vs blind 0.00, after 2 epochs 0.10 vs 0.00 on 30 (it rarely closes the gripper yet; `episode_end=repeat`
-    # 0.60 vs 0.33 on 30), after 2 epochs of batch 16 — the same CPU time, twice the updates — 0.95 vs 0.15 (on 7,000
-    # of the samples: 0.00); flow matching after 1 epoch of batch 32 0.65 vs 0.25 (on the bar), of batch 16 0.85 vs 0.20
+    # this scene checkpoint (first 20 episodes, deterministic: CI's machines gave the same numbers): L1 after 1 epoch
+    # of batch 32 0.00 vs blind 0.00, after 2 epochs 0.10 vs 0.00 on 30 (it rarely closes the gripper yet;
+    # `episode_end=repeat` 0.60 vs 0.33 on 30), after 2 epochs of batch 16 — the same CPU time, twice the updates —
+    # 0.95 vs 0.15 (on 7,000 of the samples: 0.00); flow matching after 1 epoch of batch 32 0.65 vs 0.25 (on the
+    # bar), of batch 16 0.85 vs 0.20
     "openvla-oft-tiny": ["stages.vla.epochs=2", *BATCH_16],
     "flow-vla-tiny": ["stages.vla.epochs=1", *BATCH_16],
 }

@@ -17,7 +17,8 @@ def make_batch(model, questions_answers, with_image=True):
         text = f"<image>\n{question}" if with_image else question
         turns = [Turn("user", text), Turn("assistant", answer)]
         encoded = model.prompt_format.encode(turns, model.tokenizer, has_image=with_image)
-        ids, labels = expand_image_slot(encoded.input_ids, encoded.labels, model.llm.image_token_id, model.vision.num_patches)
+        ids, labels = expand_image_slot(encoded.input_ids, encoded.labels, model.llm.image_token_id,
+                                        model.vision.num_patches)
         items.append({
             "id": f"s{i}", "input_ids": torch.tensor(ids), "labels": torch.tensor(labels),
             "pixel_values": torch.randn(3, 48, 48) if with_image else None,
@@ -88,7 +89,7 @@ def test_batched_generation_with_left_padding_matches_single(tiny_model):
     images = [Image.new("RGB", (48, 48), (200, 30, 30)), Image.new("RGB", (40, 60), (30, 30, 200))]
     questions = ["What colour is the shape at the top left?", "How many shapes are there?"]
     batched = tiny_model.generate(images, questions, max_new_tokens=5)
-    single = [tiny_model.generate([im], [q], max_new_tokens=5)[0] for im, q in zip(images, questions)]
+    single = [tiny_model.generate([im], [q], max_new_tokens=5)[0] for im, q in zip(images, questions, strict=True)]
     assert batched == single
 
 

@@ -90,7 +90,8 @@ def test_skip_mode_skips_the_poisoned_batch_warns_and_counts(poisoned, tiny_cfg,
             if name.endswith("embed_tokens.weight"):
                 finite[unk] = 0.0  # the poisoned row itself stays NaN; it never reached any other weight
             assert torch.isfinite(finite).all(), name
-    changed = [name for name, param in model.named_parameters() if param.requires_grad and not torch.equal(param, before[name])]
+    changed = [name for name, param in model.named_parameters()
+               if param.requires_grad and not torch.equal(param, before[name])]
     assert any(name.startswith("projector.") for name in changed) and any(name.startswith("llm.") for name in changed)
 
 

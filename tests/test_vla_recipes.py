@@ -64,7 +64,8 @@ def test_minivla_qwen25_counts() -> None:
     assert counts["head_total"] == 0  # the parallel token head reuses the LM head
 
 
-@pytest.mark.parametrize(("recipe", "head"), [("openvla-oft-tiny", "l1-regression"), ("flow-vla-tiny", "flow-matching")])
+@pytest.mark.parametrize(("recipe", "head"),
+                         [("openvla-oft-tiny", "l1-regression"), ("flow-vla-tiny", "flow-matching")])
 def test_tiny_modern_recipes(recipe: str, head: str) -> None:
     cfg = compose([f"recipe={recipe}"])
     assert cfg.head.name == head and cfg.head.chunk_size == 8 and list(cfg.train.stages) == ["scene", "vla"]

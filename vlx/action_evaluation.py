@@ -38,7 +38,8 @@ def observation_of(model: VisionLanguageModel, demos: RobomimicFile, index: int)
     """(image or {camera: image}, state or None) of a demo step, named as the model's observation spec wants."""
     frames = demos.images(index)
     cameras = model.observation.cameras
-    images = dict(zip(cameras, (frames[key] for key in demos.camera_keys))) if cameras else frames[demos.camera_key]
+    images = (dict(zip(cameras, (frames[key] for key in demos.camera_keys), strict=False)) if cameras
+              else frames[demos.camera_key])
     return images, demos.state(index) if demos.state_keys else None
 
 
@@ -46,7 +47,8 @@ def evaluate_actions(
     model: VisionLanguageModel, demos: RobomimicFile, unnorm_key: str | None = None, limit: int | None = None,
     instruction_override: str | None = None, batch_size: int = 64, progress: Callable[[int], None] | None = None,
 ) -> ActionScores:
-    """Score `model` on (up to `limit`, evenly spaced) steps of `demos` (opened with the model's camera and state keys)."""
+    """Score `model` on (up to `limit`, evenly spaced) steps of `demos` (opened with the model's camera and
+    state keys)."""
     stats = select_stats(model.action_stats, unnorm_key)
     codec = ActionTokenizer(BINS, BINS)  # OpenVLA's bins; the ids themselves do not matter here
     size = model.chunk_size
@@ -60,7 +62,7 @@ def evaluate_actions(
         states = [state for _, state in observations] if demos.state_keys else None
         predicted = model.predict_actions([images for images, _ in observations], instructions, unnorm_key, states)
         predicted = stats.normalize(predicted.reshape(len(chunk), size, -1))  # (b, K, A)
-        targets, real = zip(*(demos.chunk(i, size) for i in chunk))
+        targets, real = zip(*(demos.chunk(i, size) for i in chunk), strict=True)
         target = stats.normalize(np.stack(targets))  # (b, K, A)
         keep = np.stack(real)  # (b, K): steps that exist in the demo
         hits.append((codec.encode(predicted) == codec.encode(target))[keep])  # (n, A)

@@ -4,8 +4,9 @@ The config's `vision`, `projector`, `llm`, `head` and `prompt` nodes each name a
 its arguments. The projector's widths are injected from the built backbones, so a recipe cannot get
 them wrong; a recipe may state them (`projector.in_dim`, `projector.out_dim`) as a check — a fused-mlp
 recipe states its fused features' width — and a backbone of another width is then a ConfigError
-naming the key, instead of silently building a differently shaped projector. `load_weights=False` builds every part from its architecture config alone — with
-`torch.device("meta")` this is how `vlx info` sizes 7B recipes without memory or network.
+naming the key, instead of silently building a differently shaped projector. `load_weights=False` builds
+every part from its architecture config alone — with `torch.device("meta")` this is how `vlx info` sizes
+7B recipes without memory or network.
 """
 
 from __future__ import annotations
@@ -80,7 +81,8 @@ def build_proprio(node: Mapping[str, Any] | None, llm_dim: int) -> Any:
     if not node:
         return None
     if not isinstance(node, Mapping):
-        raise ConfigError(f"config key 'proprio' must be a mapping such as {{name: mlp, in_dim: 8}} or null, got {node!r:.60}")
+        raise ConfigError(f"config key 'proprio' must be a mapping such as {{name: mlp, in_dim: 8}} or null, "
+                          f"got {node!r:.60}")
     in_dim = node.get("in_dim")
     if isinstance(in_dim, bool) or not isinstance(in_dim, int) or in_dim < 1:
         raise ConfigError(f"config key 'proprio.in_dim'={in_dim!r}; expected the length of the robot state (e.g. 8)")

@@ -119,7 +119,8 @@ def load(directory: str | Path, device: str | torch.device = "cpu") -> VisionLan
     root = Path(directory).expanduser()
     for name in (CONFIG, WEIGHTS, TOKENIZER):
         if not (root / name).exists():
-            raise CheckpointError(f"{root} is not a complete vlx checkpoint: {name} is missing", kind="incomplete-checkpoint")
+            raise CheckpointError(f"{root} is not a complete vlx checkpoint: {name} is missing",
+                                  kind="incomplete-checkpoint")
     try:
         config = OmegaConf.to_container(OmegaConf.load(root / CONFIG), resolve=True)
     except (yaml.YAMLError, OmegaConfBaseException) as exc:

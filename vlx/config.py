@@ -18,7 +18,6 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from vlx.errors import ConfigError
-
 from vlx.paths import conf_dir, recipes_dir
 
 

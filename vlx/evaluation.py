@@ -51,7 +51,8 @@ def chance_accuracy(samples: list[dict[str, Any]]) -> tuple[float, dict[str, flo
     return sum(best.values()) / max(len(samples), 1), per_type
 
 
-def load_questions(json_path: str | Path, image_dir: str | Path | None, limit: int | None = None) -> list[dict[str, Any]]:
+def load_questions(json_path: str | Path, image_dir: str | Path | None,
+                   limit: int | None = None) -> list[dict[str, Any]]:
     """Samples as {id, image path or None, question, target, question_type}."""
     path = Path(json_path).expanduser()
     samples = []

@@ -47,8 +47,9 @@ class ExecutionSettings:
         weight = 0.01 if weight is None else weight
         if steps is not None:
             if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= chunk_size:
-                raise ConfigError(f"config key '{where}.execute_steps'={steps!r}; expected a whole number from 1 to the "
-                                  f"policy's chunk size {chunk_size} (or null: all {chunk_size})", kind="execute-steps")
+                raise ConfigError(f"config key '{where}.execute_steps'={steps!r}; expected a whole number from 1 to "
+                                  f"the policy's chunk size {chunk_size} (or null: all {chunk_size})",
+                                  kind="execute-steps")
         if ensemble is not None and ensemble not in ENSEMBLES:
             raise ConfigError(f"config key '{where}.ensemble'={ensemble!r}; expected null (receding horizon) or "
                               f"{', '.join(ENSEMBLES)} (ACT's temporal ensembling)")
@@ -85,8 +86,8 @@ class ChunkExecutor:
         chunk = np.asarray(chunk, dtype=np.float64)
         chunk = chunk[None] if chunk.ndim == 1 else chunk  # (K, A)
         if chunk.ndim != 2 or chunk.shape[0] != self.settings.chunk_size:
-            raise DataError(f"the policy returned a chunk of shape {chunk.shape}; expected ({self.settings.chunk_size}, "
-                            "action_dim)")
+            raise DataError(f"the policy returned a chunk of shape {chunk.shape}; "
+                            f"expected ({self.settings.chunk_size}, action_dim)")
         if self.settings.ensemble:
             self._chunks.append((self._step, chunk))
         else:

@@ -82,8 +82,8 @@ class VisionLanguageModel(nn.Module):
         n_slots = int(slots.sum())
         if pixel_values is None:
             if n_slots or state is not None:
-                raise DataError(f"the batch has {n_slots} image-slot tokens{' and states' if state is not None else ''} "
-                                "but no pixel_values")
+                raise DataError(f"the batch has {n_slots} image-slot tokens"
+                                f"{' and states' if state is not None else ''} but no pixel_values")
             return embeds
         samples = pixel_values.shape[0]
         pixels = pixel_values.flatten(0, 1) if pixel_values.dim() == 5 else pixel_values  # (M·C, 3k, H, W)
@@ -95,7 +95,8 @@ class VisionLanguageModel(nn.Module):
             token = self.proprio(state.to(visual.dtype)).to(embeds.dtype)  # (M, D)
             visual = torch.cat([visual, token[:, None]], dim=1)  # (M, C·N + 1, D)
         if n_slots != visual.shape[0] * visual.shape[1]:
-            what = ("images", "visual") if pixel_values.dim() == 4 and state is None else ("observations", "visual/state")
+            what = (("images", "visual") if pixel_values.dim() == 4 and state is None
+                    else ("observations", "visual/state"))
             raise DataError(f"the batch has {n_slots} image-slot tokens but {samples} {what[0]} × {visual.shape[1]} "
                             f"{what[1]} tokens")
         return embeds.masked_scatter(slots.unsqueeze(-1), visual)  # (B, L, D)
@@ -107,7 +108,8 @@ class VisionLanguageModel(nn.Module):
     def prompt_ids(self, question: str, has_image: bool) -> torch.Tensor:
         """Token ids of a single-turn prompt ready for generation, with the image slot expanded."""
         image_id = self.llm.image_token_id if has_image else None
-        return torch.tensor(question_ids(self.prompt_format, question, self.tokenizer, image_id, self.vision.num_patches))
+        return torch.tensor(question_ids(self.prompt_format, question, self.tokenizer, image_id,
+                                         self.vision.num_patches))
 
     @torch.no_grad()
     def generate(
@@ -137,7 +139,8 @@ class VisionLanguageModel(nn.Module):
     def action_head(self) -> ActionHead:
         """The action head; a ConfigError for models with another head."""
         if not isinstance(self.head, ActionHead):
-            raise ConfigError(f"this model's head is {self.config.get('head', {}).get('name', type(self.head).__name__)!r}, "
+            raise ConfigError(f"this model's head is "
+                              f"{self.config.get('head', {}).get('name', type(self.head).__name__)!r}, "
                               "not an action head: it answers with text, not actions")
         return self.head
 
@@ -200,7 +203,8 @@ class VisionLanguageModel(nn.Module):
         chunk = stats.unnormalize(head.decode(self.llm, embeds, batch).float().cpu().numpy())  # (B, K, A)
         return chunk[:, 0] if head.chunk_size == 1 else chunk
 
-    def predict_action(self, image: Any, instruction: str, unnorm_key: str | None = None, state: Any = None) -> np.ndarray:
+    def predict_action(self, image: Any, instruction: str, unnorm_key: str | None = None,
+                       state: Any = None) -> np.ndarray:
         """One prediction in the robot's units: (action_dim,) as OpenVLA's `predict_action`, or a chunk
         (K, action_dim) for a head with `chunk_size` K > 1."""
         return self.predict_actions([image], [instruction], unnorm_key, None if state is None else [state])[0]

@@ -86,7 +86,8 @@ class ObservationSpec:
         """A checked state (P,) float32, or None for a model without state input (which must get none)."""
         if self.state_dim is None:
             if value is not None:
-                raise ObservationError(f"{field}: this model has no state input (no proprio projector); do not pass one")
+                raise ObservationError(f"{field}: this model has no state input (no proprio projector); "
+                                       "do not pass one")
             return None
         if value is None:
             raise ObservationError(f"{field} is missing: this model needs the robot state, {self.state_dim} numbers"

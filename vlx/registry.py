@@ -3,8 +3,9 @@
 Each axis a user can swap from the command line (vision backbones, projectors, LLM backbones, heads,
 prompt formats, datasets, closed-loop environments, proprio projectors, the MLPs of regression heads) is a
 `Registry`. Built-in entries live in the component packages and are imported lazily on first use;
-third-party packages add entries through the `vlx.plugins` entry-point group (see README, "Plugins"). `Registry.build(cfg, where=...)` checks the config's arguments against
-the entry's signature, so a typo in a config fails with the config path and the accepted arguments.
+third-party packages add entries through the `vlx.plugins` entry-point group (see README, "Plugins").
+`Registry.build(cfg, where=...)` checks the config's arguments against the entry's signature, so a typo in
+a config fails with the config path and the accepted arguments.
 Registries are the only way a config becomes objects: vlx never calls Hydra's `instantiate`, and a
 `_target_` key anywhere in a node handed to `build` is a ConfigError, so a config or checkpoint cannot
 name arbitrary Python to run — only vlx's own entries and installed `vlx.plugins`.
@@ -88,7 +89,8 @@ class Registry(Generic[T]):
         hint = closest(str(name), known)
         at = f" at config key '{where}'" if where else ""
         suggestion = f" Did you mean {hint!r}?" if hint else ""
-        raise ConfigError(f"unknown {self.kind} {name!r}{at}.{suggestion} Known: {', '.join(known)}", kind="unknown-name")
+        raise ConfigError(f"unknown {self.kind} {name!r}{at}.{suggestion} Known: {', '.join(known)}",
+                          kind="unknown-name")
 
     def build(self, cfg: Mapping[str, Any], where: str, **injected: Any) -> T:
         """Build the entry named by `cfg['name']` with the remaining keys as keyword arguments.

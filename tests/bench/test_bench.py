@@ -70,14 +70,19 @@ def test_predict_action_identical_actions_and_ratio_line(capsys: pytest.CaptureF
 
 def test_reference_predict_action_equals_vlx_on_distinct_actions(tmp_path) -> None:
     from vlx.bench.predict_action import (
-        INSTRUCTION, UNNORM_KEY, bench_vla, decode_with_generate, decode_with_vlx, prompt_embeddings,
+        INSTRUCTION,
+        UNNORM_KEY,
+        bench_vla,
+        decode_with_generate,
+        decode_with_vlx,
+        prompt_embeddings,
         reference_predict_action,
     )
 
     model = bench_vla("tiny", tmp_path)
     images = [np.random.default_rng(seed).integers(0, 256, size=(40, 40, 3), dtype=np.uint8) for seed in range(3)]
     outputs = [model.predict_action(image, INSTRUCTION, UNNORM_KEY) for image in images]
-    for image, ours in zip(images, outputs):
+    for image, ours in zip(images, outputs, strict=True):
         np.testing.assert_array_equal(ours, reference_predict_action(model, image, INSTRUCTION))
     assert outputs[0].shape == (7,)
     assert len({tuple(o) for o in outputs}) == 3  # the images lead to different actions: a non-trivial comparison
@@ -118,7 +123,8 @@ def test_loader_items_match_robomimic(tmp_path) -> None:
     assert len(ours) == len(theirs) > 5
     model.action_stats["block-reach"] = type(model.action_stats["block-reach"]).from_actions(
         np.ones((4, 3), dtype=np.float32) * np.array([1, 2, 3], dtype=np.float32), num_trajectories=1)
-    with pytest.raises(BenchmarkError, match=r"loader: sample block-reach:demo_\d+:\d+: (labels|input_ids|actions) differs"):
+    with pytest.raises(BenchmarkError,
+                       match=r"loader: sample block-reach:demo_\d+:\d+: (labels|input_ids|actions) differs"):
         check_same(ours, RobomimicSamples(path, model, cache_mode="low_dim"), count=4)
 
 
@@ -128,7 +134,8 @@ def test_gpu_script_runs_tiny_on_cpu(capsys: pytest.CaptureFixture) -> None:
     llava = re.search(r"tiny llava-family: .*?(\d+) tokens/s, step (\d+\.\d+) s", out)
     vla = re.search(r"tiny openvla-family: .*? predict_action (\d+\.\d+) Hz \((\d+\.\d+) actions/s\)", out)
     oft = re.search(r"tiny openvla-oft-family: .*? predict_action (\d+\.\d+) Hz \((\d+\.\d+) actions/s\)", out)
-    assert llava and int(llava[1]) > 0 and vla and float(vla[1]) > 0 and float(vla[2]) == pytest.approx(float(vla[1]), rel=0.01)
+    assert (llava and int(llava[1]) > 0 and vla and float(vla[1]) > 0
+            and float(vla[2]) == pytest.approx(float(vla[1]), rel=0.01))
     assert oft and float(oft[2]) == pytest.approx(8 * float(oft[1]), rel=0.01)  # chunks of 8 actions per call
 
 
@@ -170,7 +177,8 @@ def test_gpu_workload_of_openvla_oft_7b_has_both_cameras_the_state_and_the_slots
     vision = sum(p.numel() for p in work.model.vision.parameters())
     projector = sum(p.numel() for p in work.model.projector.parameters())
     tokens = 2 * length
-    assert without_extras == 6 * n_llm * tokens + 12 * 2 * 4096 * length * tokens + 2 * vision * patches + 6 * projector * patches
+    assert without_extras == (6 * n_llm * tokens + 12 * 2 * 4096 * length * tokens + 2 * vision * patches
+                              + 6 * projector * patches)
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -122,7 +122,8 @@ def test_robomimic_check_reports_every_problem_with_file_and_demo(tmp_path) -> N
     assert messages["bad-filter-key"] == f"{path}: filter key mask/bad names demos that are not in data/: ['demo_7']"
     assert messages["unknown-filter-key"] == (f"{path}: filter key 'test' (data.filter_key) is not in the file; its "
                                               "mask/ keys are ['bad', 'empty', 'train', 'valid']")
-    assert [note.split("has zero range")[0] for note in report.notes] == [f"{path}: 'actions' dim {d} " for d in (1, 3, 4, 5, 6)]
+    assert ([note.split("has zero range")[0] for note in report.notes]
+            == [f"{path}: 'actions' dim {d} " for d in (1, 3, 4, 5, 6)])
     assert "(q01 == q99 == 0.25); it normalises to 0" in report.notes[0]
     assert "(q01 == q99 == 0); it is not normalised (mask false)" in report.notes[-1]
 
@@ -145,8 +146,8 @@ def test_unreadable_hdf5_is_one_problem(tmp_path) -> None:
     path.write_text("hello", encoding="utf-8")
     report = check_robomimic(path)
     assert report.counts() == {"not-hdf5": 1} and report.checked == 0
-    assert write_file(tmp_path / "nodata.hdf5", {"data": None}) and check_robomimic(tmp_path / "nodata.hdf5").counts() == {
-        "no-data-group": 1}
+    assert write_file(tmp_path / "nodata.hdf5", {"data": None}) and check_robomimic(
+        tmp_path / "nodata.hdf5").counts() == {"no-data-group": 1}
 
 
 def _vlx(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, list[str], str]:
@@ -177,8 +178,8 @@ def test_cli_checks_llava_json_with_the_recipe_tokenizer(broken_json, tiny_cfg, 
     assert lines[-2].startswith(f"note: {broken_json}: 1 conversation(s) end with a user turn that has no answer")
     status, _, err = _vlx(capsys, str(broken_json.with_suffix(".txt")))
     assert status == 2
-    assert err == f"vlx data: error: {broken_json.with_suffix('.txt')}: no such file; expected a LLaVA .json file or a " \
-                  "robomimic .hdf5 file\n"
+    assert err == f"vlx data: error: {broken_json.with_suffix('.txt')}: no such file; expected a LLaVA .json file " \
+                  "or a robomimic .hdf5 file\n"
 
 
 def test_robomimic_check_covers_every_camera_and_the_state(tmp_path, capsys) -> None:

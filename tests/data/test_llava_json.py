@@ -42,7 +42,8 @@ def _write(tmp_path: Path, records, name: str = "data.json") -> Path:
 
 def _sample(sample_id: str, question: str = "<image>\nHow many shapes are there?", answer: str = "3",
             image: str | None = "images/train-00000.png") -> dict:
-    record = {"id": sample_id, "conversations": [{"from": "human", "value": question}, {"from": "gpt", "value": answer}]}
+    record = {"id": sample_id, "conversations": [{"from": "human", "value": question},
+                                                 {"from": "gpt", "value": answer}]}
     if image is not None:
         record["image"] = image
     return record
@@ -142,7 +143,8 @@ def test_missing_image_file_names_file_sample_and_image(shapes, tokenizer, trans
 )
 def test_malformed_message_names_file_sample_and_index(shapes, tokenizer, transform, tmp_path, conversations) -> None:
     bad_index = next(i for i, m in enumerate(conversations)
-                     if not isinstance(m, dict) or m.get("from") not in ("human", "gpt") or not isinstance(m["value"], str))
+                     if not isinstance(m, dict) or m.get("from") not in ("human", "gpt")
+                     or not isinstance(m["value"], str))
     path = _write(tmp_path, [_sample("ok-0"), {"id": "bad-1", "image": "images/train-00000.png",
                                                "conversations": conversations}])
     _raises([str(path), "sample bad-1", f"conversations[{bad_index}] must be"],

@@ -7,7 +7,6 @@ import json
 import multiprocessing
 import os
 import pickle
-from collections.abc import Callable
 from pathlib import Path
 
 import h5py

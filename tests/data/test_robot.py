@@ -27,7 +27,8 @@ def demos(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture()
 def vla(tiny_cfg: dict):
     cfg = {**tiny_cfg, "head": {"name": "action-tokens", "action_dim": 3, "tokens": "new"},
-           "prompt": {"name": "pure", "image_placement": "after-bos"}, "augment": {"crop_scale": 0.9, "color_jitter": True}}
+           "prompt": {"name": "pure", "image_placement": "after-bos"},
+           "augment": {"crop_scale": 0.9, "color_jitter": True}}
     return build_model(cfg)
 
 

@@ -127,7 +127,8 @@ def test_observation_slot_holds_the_cameras_in_order_then_the_state(tiny_cfg: di
 def test_source_errors_name_the_key(tiny_cfg: dict, demos: Path) -> None:
     model = make_vla(tiny_cfg)
     with pytest.raises(DataError, match=r"no camera obs/eye_in_hand \(data.train.datasets\[0\].camera_keys\[1\]\); "
-                                        r"the demo's obs keys are \['agent_pos', 'agentview_image', 'gripper', 'wrist_image'\]"):
+                                        r"the demo's obs keys are "
+                                        r"\['agent_pos', 'agentview_image', 'gripper', 'wrist_image'\]"):
         build_dataset(source(demos, camera_keys=["agentview_image", "eye_in_hand"]), "data.train", model, training=True)
     with pytest.raises(ConfigError, match=r"camera_keys' names 1 cameras \['agentview_image'\], but the model sees 2"):
         build_dataset(source(demos, camera_keys=["agentview_image"]), "data.train", model, training=True)

@@ -21,7 +21,7 @@ def test_timm_members_are_written_as_files_and_loaded_by_timm(tmp_path):
     write_tiny_vision(vision)  # same description: left alone
     assert [f.stat().st_mtime_ns for f in files] == written
     backbone = VISION_BACKBONES.build(vision, "vision")  # pretrained=true → timm loads the local files
-    for member, file in zip(backbone.members, files):
+    for member, file in zip(backbone.members, files, strict=True):
         saved = load_file(file)
         assert all(torch.equal(t, saved[n]) for n, t in member.model.state_dict().items())
     assert (backbone.num_patches, backbone.embed_dim) == (9, 112)
@@ -45,7 +45,8 @@ def test_tiny_timm_vits_know_where_each_patch_is():
     """Patch position embeddings are a 2-D sin-cos grid at content scale: neighbours alike, rows separable."""
     from vlx.data.tiny_assets import POSITION_STD, tiny_timm_vit
 
-    model = tiny_timm_vit("vit_small_patch14_reg4_dinov2", 64, {"patch_size": 8, "embed_dim": 48, "depth": 1, "num_heads": 4})
+    model = tiny_timm_vit("vit_small_patch14_reg4_dinov2", 64,
+                          {"patch_size": 8, "embed_dim": 48, "depth": 1, "num_heads": 4})
     grid = model.pos_embed[0].reshape(8, 8, 48)  # (rows, cols, D)
     assert grid.std().item() == pytest.approx(POSITION_STD, rel=1e-4)
     along_row = [(grid[3, 0] - grid[3, col]).norm().item() for col in range(5)]  # distance grows with distance

@@ -124,7 +124,7 @@ def test_gym_rollout_through_the_registry(gym_ids, tmp_path: Path):
     shown: set[tuple[tuple[int, ...], str]] = set()
 
     def towards_the_corner(observations: list[dict], instructions: list[str]) -> np.ndarray:
-        shown.update((obs["agentview_image"].shape, text) for obs, text in zip(observations, instructions))
+        shown.update((obs["agentview_image"].shape, text) for obs, text in zip(observations, instructions, strict=True))
         return np.full((len(observations), 2), 0.5)
 
     result = rollout(towards_the_corner, "gymnasium", [0, 1, 2], env_kwargs=GYM, batch_size=2, num_videos=1,

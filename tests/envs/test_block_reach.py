@@ -78,7 +78,7 @@ def test_agent_centred_image_geometry(seed: int):
     image = env.render()
     assert image.dtype == np.uint8 and image.shape == (64, 64, 3)
     np.testing.assert_array_equal(image[31:33, 31:33], np.full((2, 2, 3), WHITE))
-    for centre, colour in zip(env.block_positions, env.state()[-3:]):
+    for centre, colour in zip(env.block_positions, env.state()[-3:], strict=True):
         row, col = _pixel(env, centre)
         assert tuple(image[row, col]) == PALETTE[int(colour)][1]
         # the square is ~5 px wide (0.16 * 32): 2 px away is still the block, 4 px away is floor

@@ -52,7 +52,7 @@ def test_zero_policy_never_succeeds_and_batches_shrink():
     assert result.success_rate == 0.0 and [e.steps for e in result.episodes] == [3] * 5
     assert [size for size, _ in policy.batches] == [4, 4, 4, 1, 1, 1]
     envs = [BlockReach() for _ in SEEDS[:4]]
-    assert policy.batches[0][1] == [env.reset(seed)[1]["instruction"] for env, seed in zip(envs, SEEDS)]
+    assert policy.batches[0][1] == [env.reset(seed)[1]["instruction"] for env, seed in zip(envs, SEEDS, strict=False)]
 
 
 def test_instruction_override_is_what_the_policy_sees():
@@ -68,7 +68,7 @@ def test_gifs_have_one_frame_per_step_plus_the_first(tmp_path: Path):
     result = rollout(ExpertPolicy(noise=0.3, seed=0), "block-reach", SEEDS[:4], num_videos=2, video_dir=tmp_path)
     assert result.videos == [tmp_path / "episode_0.gif", tmp_path / "episode_1.gif"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["episode_0.gif", "episode_1.gif"]
-    for path, episode in zip(result.videos, result.episodes):
+    for path, episode in zip(result.videos, result.episodes, strict=False):
         with Image.open(path) as gif:
             assert gif.n_frames == episode.steps + 1
             assert gif.size == (256, 128 + BAR_HEIGHT)

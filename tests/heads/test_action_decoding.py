@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from vlx.heads.instruction import vla_question
 from vlx.heads.action_decoding import action_scorer, decode_action_tokens
+from vlx.heads.instruction import vla_question
 
 
 class ScaledHead(nn.Linear):

@@ -11,8 +11,8 @@ from vlx.builder import build_model
 from vlx.checkpoint import load, save_checkpoint
 from vlx.errors import ConfigError, DataError
 from vlx.heads.action import ActionTokenHead
-from vlx.heads.instruction import vla_question
 from vlx.heads.action_decoding import decode_action_tokens
+from vlx.heads.instruction import vla_question
 from vlx.llm.prompts import IGNORE_INDEX
 
 
@@ -79,7 +79,8 @@ def test_cached_decoding_equals_recompute_loop_on_a_padded_batch(vla) -> None:
         for layer in vla.llm.model.model.layers:  # sharper logits so argmax ties cannot hide a bug
             layer.mlp.down_proj.weight.mul_(20)
         prompts = [vla.prompt_ids(vla_question(q), has_image=False) for q in ("go left", "move to the red block now")]
-        singles = [naive_constrained_greedy(vla, vla.llm.embed(p[None]), codec.first_id, codec.top_id, 5) for p in prompts]
+        singles = [naive_constrained_greedy(vla, vla.llm.embed(p[None]), codec.first_id, codec.top_id, 5)
+                   for p in prompts]
         length = max(len(p) for p in prompts)
         ids = torch.full((2, length), vla.tokenizer.pad_token_id)
         mask = torch.zeros(2, length, dtype=torch.long)

@@ -89,7 +89,8 @@ def test_a_chunk_does_not_depend_on_the_rest_of_the_batch(model) -> None:
     with torch.no_grad():
         embeds, batch = prompt_batch(model, ["move to the red block", "go"])  # different lengths: left padding
         together = model.head.decode(model.llm, embeds, batch)
-        alone = [model.head.decode(model.llm, *prompt_batch(model, [text]))[0] for text in ["move to the red block", "go"]]
+        alone = [model.head.decode(model.llm, *prompt_batch(model, [text]))[0]
+                 for text in ["move to the red block", "go"]]
     torch.testing.assert_close(together, torch.stack(alone), atol=1e-5, rtol=1e-5)
     assert not torch.allclose(together[0], together[1])  # the prompt matters
 

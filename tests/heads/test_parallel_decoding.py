@@ -64,7 +64,8 @@ def reference_logits(lm, embeds: torch.Tensor, allowed: torch.Tensor, positions:
         out = (scores.softmax(-1) @ v).transpose(0, 1).reshape(len(h), -1)  # (L, H·hd)
         h = h + out @ attn.o_proj.weight.T
         x = rms_norm(h, layer.post_attention_layernorm.weight, eps)
-        h = h + (torch.nn.functional.silu(x @ mlp.gate_proj.weight.T) * (x @ mlp.up_proj.weight.T)) @ mlp.down_proj.weight.T
+        h = h + (torch.nn.functional.silu(x @ mlp.gate_proj.weight.T)
+                 * (x @ mlp.up_proj.weight.T)) @ mlp.down_proj.weight.T
     return rms_norm(h, lm.model.norm.weight, eps) @ lm.lm_head.weight.T  # (L, V)
 
 
@@ -135,7 +136,8 @@ def test_decode_is_the_argmax_over_the_action_tokens(model) -> None:
     codec = model.head.tokenizer
     with torch.no_grad():
         embeds, batch = head_batch(model, [prompt_ids(model, "move to the red block")])
-        hidden = model.llm.hidden_states(embeds.masked_fill(batch["action_slots"][..., None], 0.0), batch["attention_mask"])
+        hidden = model.llm.hidden_states(embeds.masked_fill(batch["action_slots"][..., None], 0.0),
+                                         batch["attention_mask"])
         model.llm.output_layer().weight[5] = 100 * hidden[0, -K * A:].mean(0)  # a text token that wins everywhere
         logits = model.head.slot_logits(model.llm, embeds, batch)[0]  # (K·A, V)
         chunk = model.head.decode(model.llm, embeds, batch)[0]  # (K, A)

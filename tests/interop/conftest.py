@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from interop_helpers import tiny_llava, tiny_processor
 
 

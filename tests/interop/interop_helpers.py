@@ -24,7 +24,8 @@ def tiny_llava(tokenizer, vocab_rows: int = 384, act: str = "gelu"):
         vision_feature_layer=-2, vision_feature_select_strategy="default", projector_hidden_act=act,
     )
     model = LlavaForConditionalGeneration(config).eval()
-    with torch.no_grad():  # transformers initialises with std 0.02; larger weights make logits and greedy paths distinct
+    # transformers initialises with std 0.02; larger weights make logits and greedy paths distinct
+    with torch.no_grad():
         for parameter in model.parameters():
             if parameter.ndim >= 2:
                 parameter.normal_(std=0.2)
@@ -35,7 +36,8 @@ def tiny_processor(tokenizer):
     """LLaVA-1.5's processor at 16 px: pad to square with the mean colour, resize, centre crop, CLIP normalisation."""
     from transformers import LlavaImageProcessor, LlavaProcessor
 
-    images = LlavaImageProcessor(size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+    images = LlavaImageProcessor(size={"shortest_edge": IMAGE_SIZE},
+                                 crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
                                  do_pad=True, image_mean=CLIP_MEAN, image_std=CLIP_STD)
     return LlavaProcessor(image_processor=images, tokenizer=tokenizer, patch_size=PATCH,
                           vision_feature_select_strategy="default", num_additional_image_tokens=1)

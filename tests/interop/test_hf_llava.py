@@ -11,7 +11,6 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-
 QUESTION = "What colour is the square?"
 NEW_TOKENS = 8
 
@@ -100,7 +99,8 @@ def test_import_matches_transformers(hf_llava_dir: Path, llava_tokenizer, tmp_pa
 
 
 LAYOUTS = {  # how each transformers version names the parameters of the saved fixture (see docs/formats.md)
-    "5.x-runtime": [("vision_tower.", "model.vision_tower."), ("multi_modal_projector.", "model.multi_modal_projector."),
+    "5.x-runtime": [("vision_tower.", "model.vision_tower."),
+                    ("multi_modal_projector.", "model.multi_modal_projector."),
                     ("language_model.model.", "model.language_model."), ("language_model.lm_head.", "lm_head.")],
     "4.x": [("vision_tower.", "vision_tower.vision_model.")],
 }
@@ -117,7 +117,8 @@ def test_import_accepts_other_parameter_names(layout: str, hf_llava_dir: Path, l
 
     renamed = tmp_path / "renamed"
     shutil.copytree(hf_llava_dir, renamed)
-    saved = load_file(str(renamed / "model.safetensors"))  # transformers 5.24 saves language_model.model.*, vision_tower.*
+    # transformers 5.24 saves language_model.model.*, vision_tower.*
+    saved = load_file(str(renamed / "model.safetensors"))
     tensors = {}
     for name, tensor in saved.items():
         for old, new in LAYOUTS[layout]:
@@ -170,10 +171,9 @@ def test_export_of_a_linear_projector_round_trips(tiny_cfg: dict, tmp_path: Path
 
 
 def test_export_refuses_fused_backbones(tiny_vla, tmp_path: Path) -> None:
-    from vlx.builder import build_model
+    from vlx.builder import build_model, to_plain
     from vlx.checkpoint import save_checkpoint
     from vlx.config import compose
-    from vlx.builder import to_plain
     from vlx.data.tiny_assets import write_tiny_assets
     from vlx.errors import CheckpointError
     from vlx.interop.hf_llava import export_hf_llava

@@ -38,14 +38,15 @@ class TinyOpenVLA(nn.Module):
         self.vision_backbone = nn.Module()
         self.featurizers = [  # a plain list: the modules are registered under vision_backbone only
             timm.create_model(model_id, pretrained=False, num_classes=0, img_size=IMAGE, **kwargs)
-            for model_id, kwargs in list(zip(TIMM_IDS, TIMM_KWARGS))[: 2 if fused else 1]]
+            for model_id, kwargs in list(zip(TIMM_IDS, TIMM_KWARGS, strict=True))[: 2 if fused else 1]]
         self.vision_backbone.featurizer = self.featurizers[0]
         if fused:
             self.vision_backbone.fused_featurizer = self.featurizers[1]
         width = sum(m.embed_dim for m in self.featurizers)
         self.projector = nn.Module()
         if fused:
-            self.projector.fc1, self.projector.fc2, self.projector.fc3 = nn.Linear(width, 4 * width), nn.Linear(4 * width, 48), nn.Linear(48, 48)
+            self.projector.fc1, self.projector.fc2, self.projector.fc3 = (
+                nn.Linear(width, 4 * width), nn.Linear(4 * width, 48), nn.Linear(48, 48))
         else:
             self.projector.fc1, self.projector.fc2 = nn.Linear(width, 48), nn.Linear(48, 48)
         self.language_model = LlamaForCausalLM(LlamaConfig(
@@ -82,8 +83,8 @@ class TinyOpenVLA(nn.Module):
         layer_scales = {name for name, module in self.named_modules() if isinstance(module, LayerScale)}
         state = self.state_dict()
         assert layer_scales  # the DINOv2 member has LayerScale, as the real one
-        return {(name[: -len("gamma")] + "scale_factor" if name.rsplit(".", 1)[0] in layer_scales else name): t.contiguous()
-                for name, t in state.items()}
+        return {(name[: -len("gamma")] + "scale_factor" if name.rsplit(".", 1)[0] in layer_scales
+                 else name): t.contiguous() for name, t in state.items()}
 
 
 def pixels_of(image: np.ndarray, model: nn.Module) -> torch.Tensor:
@@ -94,7 +95,8 @@ def pixels_of(image: np.ndarray, model: nn.Module) -> torch.Tensor:
 
 
 def reference_predict_action(vla: TinyOpenVLA, tokenizer, image: np.ndarray, space_id: int) -> tuple[np.ndarray, list]:
-    """OpenVLA's predict_action: prompt (+ 29871-equivalent), unconstrained greedy generate, bin centres, un-normalise."""
+    """OpenVLA's predict_action: prompt (+ 29871-equivalent), unconstrained greedy generate, bin centres,
+    un-normalise."""
     prompt = f"In: What action should the robot take to {INSTRUCTION.lower()}?\nOut:"
     ids = tokenizer(prompt)["input_ids"]
     if ids[-1] != space_id:
@@ -103,7 +105,8 @@ def reference_predict_action(vla: TinyOpenVLA, tokenizer, image: np.ndarray, spa
     action = STATS["toy"]["action"]
     with torch.no_grad():
         embeds = vla.embeds(torch.tensor([ids]), pixels[None])
-        out = vla.language_model.generate(inputs_embeds=embeds, attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long),
+        out = vla.language_model.generate(inputs_embeds=embeds,
+                                          attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long),
                                           max_new_tokens=len(action["q01"]), do_sample=False, eos_token_id=None,
                                           pad_token_id=tokenizer.pad_token_id)
     tokens = out[0].numpy()
@@ -120,12 +123,16 @@ def openvla_config(vla: TinyOpenVLA) -> dict:
     count = len(vla.featurizers)
     return {
         "model_type": "openvla", "architectures": ["OpenVLAForActionPrediction"],
-        "vision_backbone_id": "dinosiglip-vit-so-224px" if vla.fused else "dinov2-vit-l", "llm_backbone_id": "llama2-7b-pure",
-        "arch_specifier": "no-align+fused-gelu-mlp" if vla.fused else "no-align+gelu-mlp", "use_fused_vision_backbone": vla.fused,
+        "vision_backbone_id": "dinosiglip-vit-so-224px" if vla.fused else "dinov2-vit-l",
+        "llm_backbone_id": "llama2-7b-pure",
+        "arch_specifier": "no-align+fused-gelu-mlp" if vla.fused else "no-align+gelu-mlp",
+        "use_fused_vision_backbone": vla.fused,
         "image_resize_strategy": "resize-naive", "text_config": vla.language_model.config.to_dict(),
-        "llm_max_length": 2048, "pad_token_id": vla.language_model.config.pad_token_id, "pad_to_multiple_of": PAD_MULTIPLE,
+        "llm_max_length": 2048, "pad_token_id": vla.language_model.config.pad_token_id,
+        "pad_to_multiple_of": PAD_MULTIPLE,
         "timm_model_ids": TIMM_IDS[:count], "timm_override_act_layers": [None] * count, "image_sizes": [IMAGE] * count,
-        "timm_model_kwargs": TIMM_KWARGS[:count], "norm_stats": STATS, "n_action_bins": 256, "output_projector_states": False,
+        "timm_model_kwargs": TIMM_KWARGS[:count], "norm_stats": STATS, "n_action_bins": 256,
+        "output_projector_states": False,
     }
 
 
@@ -173,7 +180,8 @@ def test_predict_action_equals_openvla_reference(fused: bool, openvla_dir, llava
     assert torch.allclose(pixels, reference_pixels, atol=1e-6)
     with torch.no_grad():
         ours = model.llm(model.embed(torch.tensor([ids]), pixels[None]), torch.ones(1, len(ids), dtype=torch.long))
-        theirs = vla.language_model(inputs_embeds=vla.embeds(torch.tensor([reference_ids]), reference_pixels[None])).logits
+        theirs = vla.language_model(
+            inputs_embeds=vla.embeds(torch.tensor([reference_ids]), reference_pixels[None])).logits
     # float32 kernels on an AVX-512 CPU differ by up to 1.3e-5 between the two call paths (both ~1e-6 elsewhere)
     assert (ours - theirs).abs().max().item() <= 1e-4
     actions = model.predict_action(image, INSTRUCTION, unnorm_key="toy")
@@ -231,7 +239,8 @@ def test_inconsistent_config_is_refused(openvla_dir, tmp_path: Path) -> None:
         ({"timm_model_ids": TIMM_IDS[:1]}, r"must each have 2 entries"),
         ({"norm_stats": {**STATS, "other": {"action": {**STATS["toy"]["action"], "q01": [0.0], "q99": [1.0],
                                                        "mean": [0.0], "std": [1.0], "min": [0.0], "max": [1.0],
-                                                       "mask": [True]}}}}, r"same action dimension.*'toy': 3, 'other': 1"),
+                                                       "mask": [True]}}}},
+         r"same action dimension.*'toy': 3, 'other': 1"),
     ]:
         bad = tmp_path / f"bad-{len(list(tmp_path.iterdir()))}"
         bad.mkdir()
@@ -256,7 +265,8 @@ def test_imported_openvla_fine_tunes_with_lora_on_robot_demos(openvla_dir, llava
     directory, _ = openvla_dir
     model = vlx.load(import_openvla(directory, tmp_path / "ckpt"))
     demos = record_demos(tmp_path / "demos.hdf5", num_demos=4, seed=0).path
-    data = build_dataset({"name": "robomimic-hdf5", "datasets": [{"key": "reach", "path": str(demos), "filter_key": "train"}]},
+    data = build_dataset({"name": "robomimic-hdf5",
+                          "datasets": [{"key": "reach", "path": str(demos), "filter_key": "train"}]},
                          "data.train", model, training=True)
     item = data[0]
     assert item["input_ids"][-5] == llava_tokenizer.convert_tokens_to_ids("▁")  # prompt … Out: ▁ | 3 actions | EOS
@@ -293,7 +303,8 @@ def test_prismatic_checkpoint_imports_as_a_text_model(openvla_dir, llava_tokeniz
     (source / "config.json").write_text(json.dumps({**config, "model_type": "prismatic"}))
     model = vlx.load(import_openvla(source, tmp_path / "ckpt"))
     assert model.config["head"] == {"name": "text"} and model.action_stats == {}
-    assert model.config["prompt"] == {"name": "pure", "image_placement": "after-bos"}  # no 29871: only OpenVLA appends it
+    # no 29871: only OpenVLA appends it
+    assert model.config["prompt"] == {"name": "pure", "image_placement": "after-bos"}
     image = Image.fromarray(np.zeros((IMAGE, IMAGE, 3), dtype=np.uint8))
     ids = model.prompt_ids("What is here?", has_image=True)
     pixels = model.vision.image_transform(image)

@@ -22,10 +22,12 @@ def bare_llm_dir(tmp_path):
 
     model = Tokenizer(models.BPE(unk_token="<unk>"))
     model.pre_tokenizer = pre_tokenizers.Metaspace()
-    model.train_from_iterator(tokenizer_corpus(), trainers.BpeTrainer(vocab_size=100, special_tokens=["<unk>", "<s>", "</s>"]))
+    model.train_from_iterator(tokenizer_corpus(),
+                              trainers.BpeTrainer(vocab_size=100, special_tokens=["<unk>", "<s>", "</s>"]))
     fast = PreTrainedTokenizerFast(tokenizer_object=model, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
     rows = len(fast)
-    LlamaForCausalLM(LlamaConfig(**{k: v for k, v in TINY_LLAMA.items() if k != "model_type"}, vocab_size=rows)).save_pretrained(tmp_path / "llm")
+    LlamaForCausalLM(LlamaConfig(**{k: v for k, v in TINY_LLAMA.items() if k != "model_type"},
+                                 vocab_size=rows)).save_pretrained(tmp_path / "llm")
     fast.save_pretrained(tmp_path / "llm")
     return tmp_path / "llm", rows
 

@@ -1,4 +1,5 @@
-"""Tests of the chat prompt formats (Prismatic's pure, llama2-chat, mistral-instruct, phi, qwen): templates, labels,\nprefixes. Token-for-token agreement with LLaVA's, Prismatic's and OpenVLA's own code: test_reference_prompts.py."""
+"""Tests of the chat prompt formats (Prismatic's pure, llama2-chat, mistral-instruct, phi, qwen): templates, labels,
+prefixes. Token-for-token agreement with LLaVA's, Prismatic's and OpenVLA's own code: test_reference_prompts.py."""
 
 from __future__ import annotations
 
@@ -91,7 +92,8 @@ def test_labelled_runs_decode_to_each_answer_and_its_end_marker(tokenizer, name,
     assert [encoded.labels[a:b] for a, b in runs] == [encoded.input_ids[a:b] for a, b in runs]
     assert runs[-1][1] == len(encoded.input_ids) and encoded.input_ids[-1] == tokenizer.eos_token_id
     # BOS, system prompt, user turns and role tags carry no loss
-    unlabelled = _decode(tokenizer, [t for t, label in zip(encoded.input_ids, encoded.labels) if label == IGNORE_INDEX])
+    unlabelled = _decode(tokenizer, [t for t, label in zip(encoded.input_ids, encoded.labels, strict=True)
+                                     if label == IGNORE_INDEX])
     for piece in [Q1, Q2][:n_turns]:
         assert piece in unlabelled
     for answer in answers:
@@ -171,7 +173,8 @@ def test_llama2_system_prompt_from_config_goes_in_the_first_turn_only(tokenizer)
     )
     encoded = fmt.encode(_turns(2), tokenizer, has_image=True)
     assert encoded.input_ids.count(tokenizer.bos_token_id) == 2  # encode's BOS and the second turn's <s>
-    assert all(encoded.labels[i] == IGNORE_INDEX for i, t in enumerate(encoded.input_ids) if t == tokenizer.bos_token_id)
+    assert all(encoded.labels[i] == IGNORE_INDEX for i, t in enumerate(encoded.input_ids)
+               if t == tokenizer.bos_token_id)
 
 
 def test_llama2_without_system_or_inter_turn_bos_is_prismatic_joining() -> None:

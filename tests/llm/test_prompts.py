@@ -62,7 +62,7 @@ def test_multiturn_vicuna_labels_are_exactly_the_answers_in_order(tokenizer) -> 
     assert [_decode(tokenizer, encoded.labels[a:b]).lstrip() for a, b in runs] == [LONG + "</s>", SHORT + "</s>"]
     assert [encoded.labels[a:b] for a, b in runs] == [encoded.input_ids[a:b] for a, b in runs]
     # everything outside the answers (BOS, system prompt, user turns, role tags) is unlabelled
-    unlabelled = [tok for tok, label in zip(encoded.input_ids, encoded.labels) if label == IGNORE_INDEX]
+    unlabelled = [tok for tok, label in zip(encoded.input_ids, encoded.labels, strict=True) if label == IGNORE_INDEX]
     text = _decode(tokenizer, unlabelled)
     for piece in (VICUNA_SYSTEM, Q1, Q2, "USER:", "ASSISTANT:"):
         assert piece in text
@@ -223,7 +223,8 @@ def test_expand_image_slot_repeats_the_slot_with_ignored_labels() -> None:
 def test_expand_image_slot_without_slot_or_with_one_token_is_identity() -> None:
     ids, labels = [1, 10, 11, 2], [IGNORE_INDEX, IGNORE_INDEX, 11, 2]
     assert expand_image_slot(ids, labels, image_token_id=4, num_tokens=5) == (ids, labels)
-    assert expand_image_slot([1, 4, 2], [IGNORE_INDEX, IGNORE_INDEX, 2], 4, 1) == ([1, 4, 2], [IGNORE_INDEX, IGNORE_INDEX, 2])
+    assert (expand_image_slot([1, 4, 2], [IGNORE_INDEX, IGNORE_INDEX, 2], 4, 1)
+            == ([1, 4, 2], [IGNORE_INDEX, IGNORE_INDEX, 2]))
 
 
 def test_expand_image_slot_on_an_encoded_prompt(tokenizer) -> None:

@@ -44,7 +44,8 @@ CONVERSATIONS = [
     _conversation("<image>Describe it.", "It is a green triangle, 3 cm wide."),
     _conversation("<image>\nHow many shapes are there?", "3"),
     _conversation("<image>\nIs the circle red?", "Yes.", "And the square?", "No, it is blue."),
-    _conversation("<image>\nWhere is the block?", "left above", "Is it near the gripper?", "no", "Which colour?", "red"),
+    _conversation("<image>\nWhere is the block?", "left above", "Is it near the gripper?", "no", "Which colour?",
+                  "red"),
     _conversation("  <image>\n  Count the cups.  ", "  4 cups  "),  # leading and trailing spaces
     _conversation("<image>\nWhat does the sign say?", "Café «Olé» — 20 €"),
     _conversation(f"<image>\n{UNSEEN_TEXT}", "赤い丸です。"),  # byte fallback: kept out of the tokenizer's corpus
@@ -185,7 +186,8 @@ def prismatic_finetune(name: str, conversation: list[dict[str, str]], tokenizer)
     (special tokens on the first turn only); labels = the answers' ids; BOS unlabelled (the patches follow it)."""
     ids, labels = [], []
     for turn, message in enumerate(conversation):
-        turn_ids = tokenizer(prismatic_wrap(name, turn, message["value"]).rstrip(), add_special_tokens=turn == 0).input_ids
+        turn_ids = tokenizer(prismatic_wrap(name, turn, message["value"]).rstrip(),
+                             add_special_tokens=turn == 0).input_ids
         ids += turn_ids
         labels += [IGNORE_INDEX] * len(turn_ids) if turn % 2 == 0 else turn_ids
     labels[0] = IGNORE_INDEX
@@ -242,14 +244,16 @@ def test_instruction_rules() -> None:
     from vlx.heads.instruction import vla_question
 
     assert vla_question("Open the Drawer.") == "What action should the robot take to open the drawer.?"  # OpenVLA's
-    assert vla_question(" Open the Drawer. ", "strip-punctuation") == "What action should the robot take to open the drawer?"
+    assert (vla_question(" Open the Drawer. ", "strip-punctuation")
+            == "What action should the robot take to open the drawer?")
     with pytest.raises(ConfigError, match=r"head.instruction='upper'; expected one of openvla, strip-punctuation"):
         vla_question("go", "upper")
 
 
 def test_the_tokenizer_exercises_what_the_references_differ_on(sp_tokenizer) -> None:
     """The cases above are only a test if the tokenizer shows the behaviours the references handle."""
-    tokens = sp_tokenizer.convert_ids_to_tokens(sp_tokenizer(f"\nWhat {UNSEEN_TEXT}", add_special_tokens=False).input_ids)
+    tokens = sp_tokenizer.convert_ids_to_tokens(
+        sp_tokenizer(f"\nWhat {UNSEEN_TEXT}", add_special_tokens=False).input_ids)
     assert tokens[0] == "▁" and "<0xE6>" in tokens  # dummy prefix before a newline; byte fallback
     tokens = sp_tokenizer.convert_ids_to_tokens(sp_tokenizer("x</s>What", add_special_tokens=False).input_ids)
     after_eos = tokens[tokens.index("</s>") + 1]  # a space after a special token in legacy mode only: what the

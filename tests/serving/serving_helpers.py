@@ -1,4 +1,5 @@
-"""Shared pieces of the serving tests: deterministic policies whose output can be checked exactly, and image builders."""
+"""Shared pieces of the serving tests: deterministic policies whose output can be checked exactly, and image
+builders."""
 
 from __future__ import annotations
 

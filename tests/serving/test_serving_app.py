@@ -12,7 +12,15 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 from serving_helpers import (
-    ONE_STEP_HEALTH, ColourPolicy, act_body, b64, bomb_jpeg, bomb_png, encode, expected_action, random_rgb,
+    ONE_STEP_HEALTH,
+    ColourPolicy,
+    act_body,
+    b64,
+    bomb_jpeg,
+    bomb_png,
+    encode,
+    expected_action,
+    random_rgb,
 )
 
 from vlx.errors import ConfigError
@@ -254,8 +262,10 @@ def test_policy_errors_are_422_with_the_message(client: TestClient) -> None:
 
 def test_policy_faults_are_500_without_internal_details(client: TestClient) -> None:
     for instruction, message in (("!crash", "the policy failed on this request (see the server log)"),
-                                 ("!nan", "the policy returned an invalid action: it returned non-finite values (NaN or infinity)"),
-                                 ("!short", "the policy returned an invalid action: it returned 3 values, expected action_dim=5")):
+                                 ("!nan", "the policy returned an invalid action: it returned non-finite values "
+                                          "(NaN or infinity)"),
+                                 ("!short", "the policy returned an invalid action: it returned 3 values, "
+                                            "expected action_dim=5")):
         response = post(client, act_body(PNG_B64, instruction))
         assert response.status_code == 500, instruction
         assert response.json() == {"error": message, "field": None}

@@ -49,9 +49,10 @@ def tiny_chunked_vla(tiny_cfg: dict):
            "proprio": {"name": "mlp", "in_dim": 3}}
     model = build_model(cfg).eval()
     rng = np.random.default_rng(0)
-    model.action_stats["toy"] = ActionStats.from_actions(rng.uniform(-1, 1, (50, 3)).astype(np.float32), num_trajectories=5)
-    model.state_stats["toy"] = ActionStats.from_actions(np.random.default_rng(1).uniform(0, 1, (50, 3)).astype(np.float32),
-                                                        num_trajectories=5, mask=[True] * 3)
+    model.action_stats["toy"] = ActionStats.from_actions(rng.uniform(-1, 1, (50, 3)).astype(np.float32),
+                                                         num_trajectories=5)
+    model.state_stats["toy"] = ActionStats.from_actions(
+        np.random.default_rng(1).uniform(0, 1, (50, 3)).astype(np.float32), num_trajectories=5, mask=[True] * 3)
     return model
 
 

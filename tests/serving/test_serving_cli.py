@@ -8,7 +8,15 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 from serving_helpers import (
-    ChunkPolicy, ColourPolicy, act_body, b64, cameras_body, encode, expected_action, expected_chunk, random_rgb,
+    ChunkPolicy,
+    ColourPolicy,
+    act_body,
+    b64,
+    cameras_body,
+    encode,
+    expected_action,
+    expected_chunk,
+    random_rgb,
 )
 
 from vlx.cli import serve

@@ -16,8 +16,19 @@ import time
 from fastapi.testclient import TestClient
 from PIL import Image
 from serving_helpers import (
-    CAMERAS, ONE_STEP_HEALTH, ChunkPolicy, ColourPolicy, act_body, b64, bomb_jpeg, bomb_png, cameras_body, encode,
-    expected_action, expected_chunk, random_rgb,
+    CAMERAS,
+    ONE_STEP_HEALTH,
+    ChunkPolicy,
+    ColourPolicy,
+    act_body,
+    b64,
+    bomb_jpeg,
+    bomb_png,
+    cameras_body,
+    encode,
+    expected_action,
+    expected_chunk,
+    random_rgb,
 )
 
 from vlx.serving import create_app
@@ -94,7 +105,8 @@ def headers(rng: random.Random, content_type: str | None = "application/json") -
     if roll < 0.8:
         result["X-API-Key"] = KEY
     elif roll < 0.9:
-        result["X-API-Key"] = bytes(rng.choice([rng.randint(32, 126), rng.randint(128, 255)]) for _ in range(rng.randint(0, 20)))
+        result["X-API-Key"] = bytes(rng.choice([rng.randint(32, 126), rng.randint(128, 255)])
+                                    for _ in range(rng.randint(0, 20)))
     if content_type is not None:
         result["content-type"] = content_type
     return result
@@ -148,7 +160,8 @@ def gen_random_request(rng: random.Random):
     result = headers(rng, rng.choice(CONTENT_TYPES + [None]))
     for _ in range(rng.randint(0, 3)):
         name = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz-") for _ in range(rng.randint(1, 12))).strip("-") or "x"
-        result[f"x-{name}"] = bytes(rng.choice([rng.randint(32, 126), rng.randint(128, 255)]) for _ in range(rng.randint(0, 40)))
+        result[f"x-{name}"] = bytes(rng.choice([rng.randint(32, 126), rng.randint(128, 255)])
+                                    for _ in range(rng.randint(0, 40)))
     if rng.random() < 0.2:
         result["content-length"] = rng.choice(["abc", "-5", "99999999999", "0", "1e9", "10 10"])
     body = rng.choice([b"", VALID, rng.randbytes(rng.randint(0, 200))])
@@ -244,5 +257,6 @@ def test_fuzzed_camera_and_state_requests_never_get_a_5xx() -> None:
         assert response.status_code < 500, (i, body[:300], response.text)
         assert set(response.json()) == ({"actions"} if response.status_code == 200 else {"error", "field"})
     assert {200, 400, 401, 422} <= set(statuses), statuses
-    response = client.post("/act", content=VALID_CAMERAS, headers={"X-API-Key": KEY, "content-type": "application/json"})
+    response = client.post("/act", content=VALID_CAMERAS,
+                           headers={"X-API-Key": KEY, "content-type": "application/json"})
     assert response.json() == {"actions": expected_chunk([RGB, RGB], "stack", STATE, "libero")[:2]}

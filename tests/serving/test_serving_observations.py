@@ -12,7 +12,16 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 from serving_helpers import (
-    CAMERAS, ChunkPolicy, ColourPolicy, act_body, b64, bomb_png, cameras_body, encode, expected_action, expected_chunk,
+    CAMERAS,
+    ChunkPolicy,
+    ColourPolicy,
+    act_body,
+    b64,
+    bomb_png,
+    cameras_body,
+    encode,
+    expected_action,
+    expected_chunk,
     random_rgb,
 )
 
@@ -89,7 +98,8 @@ def test_health_reports_the_chunk_the_cameras_and_the_state() -> None:
      "images: Dictionary should have at most 16 items after validation, not more"),
     ([IMAGES["agentview_image"]], 422, "images", "images: Input should be a valid dictionary"),
 ])
-def test_camera_mistakes_name_the_camera(client: TestClient, policy: ChunkPolicy, images, status, field, message) -> None:
+def test_camera_mistakes_name_the_camera(client: TestClient, policy: ChunkPolicy, images, status, field,
+                                         message) -> None:
     response = client.post("/act", json=cameras_body(images, "go", STATE))
     assert error(response) == (status, field, message)
     assert policy.calls == []
@@ -107,7 +117,8 @@ def test_camera_mistakes_name_the_camera(client: TestClient, policy: ChunkPolicy
     ("0.25,1.5", "state", "state: Input should be a valid list"),
     ([0.0] * 1025, "state", "state: List should have at most 1024 items after validation, not 1025"),
 ])
-def test_state_mistakes_are_422_naming_the_state(client: TestClient, policy: ChunkPolicy, state, field, message) -> None:
+def test_state_mistakes_are_422_naming_the_state(client: TestClient, policy: ChunkPolicy, state, field,
+                                                 message) -> None:
     response = client.post("/act", json={**cameras_body(IMAGES, "go"), "state": state})
     assert error(response) == (422, field, message)
     assert policy.calls == []
@@ -126,7 +137,8 @@ def test_nan_and_infinity_literals_in_the_state_are_invalid_json(client: TestCli
     for literal in (b"NaN", b"Infinity", b"-Infinity"):
         body = httpx.Request("POST", "/", json=cameras_body(IMAGES, "go", [9.5, 0.5])).content.replace(b"9.5", literal)
         response = client.post("/act", content=body, headers={"content-type": "application/json"})
-        assert error(response) == (400, "body", f"request body is not valid JSON: {literal.decode()} is not a JSON number")
+        assert error(response) == (400, "body",
+                                   f"request body is not valid JSON: {literal.decode()} is not a JSON number")
 
 
 def test_integers_are_numbers(client: TestClient) -> None:
@@ -162,7 +174,8 @@ def test_a_model_without_state_input_refuses_a_state() -> None:
     policy = ColourPolicy()
     client = client_for(policy)
     response = client.post("/act", json={**act_body(IMAGES["wrist_image"], "go"), "state": STATE})
-    assert error(response) == (422, "state", "state: this model has no state input (no proprio projector); do not pass one")
+    assert error(response) == (422, "state",
+                               "state: this model has no state input (no proprio projector); do not pass one")
     response = client.post("/act", json=act_body(IMAGES["wrist_image"], "go"))
     assert response.json() == {"action": expected_action(WRIST, "go")}  # and the old request still works
     assert len(policy.calls) == 1
@@ -204,8 +217,8 @@ def test_the_policy_may_describe_its_observation_with_any_object() -> None:
     response = client.post("/act", json=cameras_body({"front": IMAGES["wrist_image"]}, "go", unnorm_key=None))
     assert response.json() == {"actions": expected_chunk([WRIST], "go", chunk_size=2)}
     response = client.post("/act", json=cameras_body({"back": IMAGES["wrist_image"]}, "go", unnorm_key=None))
-    assert error(response) == (422, "images", "camera 'front' is missing: the model was trained with cameras ['front']; "
-                                              "got ['back']")
+    assert error(response) == (422, "images", "camera 'front' is missing: the model was trained with cameras "
+                                              "['front']; got ['back']")
 
 
 def test_execution_and_observation_settings_are_checked_at_start_up() -> None:
@@ -280,8 +293,8 @@ def test_ensembling_needs_a_session(policy: ChunkPolicy) -> None:
     client = client_for(policy, ensemble="exp")
     for body in (cameras_body(SOLID, "go", STATE), cameras_body(SOLID, "go", STATE, session=None)):
         assert error(client.post("/act", json=body)) == (
-            422, "session", "session: Field required: this server ensembles chunks (ensemble=exp) per session; send one "
-                            "session name per episode")
+            422, "session", "session: Field required: this server ensembles chunks (ensemble=exp) per session; send "
+                            "one session name per episode")
     for session, message in ((7, "session: Input should be a valid string"),
                              ("", "session: String should have at least 1 character"),
                              ("x" * 201, "session: String should have at most 200 characters"),

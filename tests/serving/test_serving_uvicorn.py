@@ -59,7 +59,8 @@ def test_real_server_answers_valid_and_malformed_requests(server_port: int) -> N
     assert request(server_port, body, headers) == (200, {"action": expected_action(RGB, "open the drawer", "libero")})
     assert request(server_port, b'{"image": 1', headers) == (400, {
         "error": "request body is not valid JSON: Expecting ',' delimiter (character 11)", "field": "body"})
-    assert request(server_port, body, {**headers, "X-API-Key": "nope"}) == (401, {"error": "wrong API key", "field": "X-API-Key"})
+    assert (request(server_port, body, {**headers, "X-API-Key": "nope"})
+            == (401, {"error": "wrong API key", "field": "X-API-Key"}))
     with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{server_port}/health", headers=headers)) as r:
         assert json.loads(r.read()) == {"status": "ok", "action_dim": 5, "unnorm_keys": ["bridge", "libero"],
                                         **ONE_STEP_HEALTH}

@@ -28,8 +28,13 @@ from vlx.builder import build_model
 from vlx.checkpoint import save_checkpoint
 from vlx.training.run import complete_weights
 from vlx.training.stages import apply_stage
-from vlx.training.strategies import (cast_frozen, decoder_layer_classes, fsdp_full_state_dict, fsdp_wrap_classes,
-                                    tied_aliases)
+from vlx.training.strategies import (
+    cast_frozen,
+    decoder_layer_classes,
+    fsdp_full_state_dict,
+    fsdp_wrap_classes,
+    tied_aliases,
+)
 
 
 class Holder(nn.Module):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from vlx.data.collate import Collator
 from vlx.errors import ConfigError
 from vlx.training.compilation import compile_parts
 from vlx.training.datamodule import build_dataset
-from vlx.data.collate import Collator
 
 
 def test_compiled_parts_keep_names_and_loss(tiny_model, shapes):

@@ -44,7 +44,7 @@ def train(tmp_path: Path, vlx_home: Path, shapes_root: Path, data: Path, devices
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     output = result.stdout + result.stderr
     assert f"Starting with {devices} processes" in output or devices == 1, output[-3000:]
-    assert output.count(f"checkpoint[finetune]=") == 1  # only rank 0 reports (and writes) the checkpoint
+    assert output.count("checkpoint[finetune]=") == 1  # only rank 0 reports (and writes) the checkpoint
     return tmp_path / "runs" / name / "checkpoints" / "finetune" / "model.safetensors"
 
 

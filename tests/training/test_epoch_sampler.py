@@ -72,7 +72,8 @@ def test_weighted_sampler_draws_in_proportion_to_the_weights():
 
 
 def test_a_foreign_loader_state_is_a_checkpoint_error():
-    with pytest.raises(CheckpointError, match=r"data-loader state \{'_num_yielded': 3\} lacks integer 'epoch' and 'batches'"):
+    with pytest.raises(CheckpointError,
+                       match=r"data-loader state \{'_num_yielded': 3\} lacks integer 'epoch' and 'batches'"):
         loader().load_state_dict({"_num_yielded": 3})
 
 

@@ -38,9 +38,11 @@ def test_a_new_head_state_and_cameras_on_the_checkpoints_backbones(tiny_cfg: dic
     assert type(model.head).__name__ == "L1RegressionHead" and model.chunk_size == 4 and model.proprio is not None
     assert model.observation.cameras == ["agentview_image", "wrist_image"] and model.observation.state_dim == 3
     for part in ("vision", "projector", "llm"):
-        for (name, ours), theirs in zip(getattr(model, part).state_dict().items(), getattr(saved, part).state_dict().values()):
+        for (name, ours), theirs in zip(getattr(model, part).state_dict().items(),
+                                        getattr(saved, part).state_dict().values(), strict=True):
             assert torch.equal(ours, theirs), f"{part}.{name}"
-    assert all(p.requires_grad for p in model.head.parameters()) and not any(p.requires_grad for p in model.llm.parameters())
+    assert (all(p.requires_grad for p in model.head.parameters())
+            and not any(p.requires_grad for p in model.llm.parameters()))
 
 
 def test_the_same_config_keeps_everything(tiny_cfg: dict, token_vla) -> None:

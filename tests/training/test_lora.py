@@ -28,7 +28,8 @@ def test_lora_trains_adapters_only_and_merges_exactly(tiny_cfg: dict, tmp_path) 
     add_lora(model, {"r": 4, "alpha": 8}, "stages.lora.lora")
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in name or name.startswith("projector.") for name in trainable)
-    assert any(".q_proj.lora_A" in name for name in trainable) and any(".down_proj.lora_B" in name for name in trainable)
+    assert (any(".q_proj.lora_A" in name for name in trainable)
+            and any(".down_proj.lora_B" in name for name in trainable))
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     batch = text_batch(model)
     for _ in range(3):

@@ -30,7 +30,8 @@ def test_checkpoint_round_trip_replaces_the_file_and_leaves_no_temporary(tmp_pat
 def test_loading_refuses_arbitrary_objects_and_names_the_file(tmp_path):
     path = tmp_path / "evil.ckpt"
     torch.save({"when": datetime.date(2020, 1, 1)}, path)
-    with pytest.raises(CheckpointError, match=rf"resume checkpoint {path} cannot be loaded safely \(torch.load weights_only=True\)"):
+    with pytest.raises(CheckpointError,
+                       match=rf"resume checkpoint {path} cannot be loaded safely \(torch.load weights_only=True\)"):
         AtomicCheckpointIO().load_checkpoint(path)
 
 
@@ -52,7 +53,8 @@ def test_last_pointer(tmp_path):
     assert last_checkpoint(tmp_path) == tmp_path / "step-00000004.ckpt"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last", "step-00000004.ckpt"]
     write_pointer(tmp_path / "last", "step-00000006.ckpt")
-    with pytest.raises(CheckpointError, match=rf"{tmp_path / 'last'} names 'step-00000006.ckpt', which is not a checkpoint file"):
+    with pytest.raises(CheckpointError,
+                       match=rf"{tmp_path / 'last'} names 'step-00000006.ckpt', which is not a checkpoint file"):
         last_checkpoint(tmp_path)
 
 
@@ -103,5 +105,6 @@ def test_resume_checkpoints_keep_only_trainable_weights_and_must_hold_all_of_the
     assert set(checkpoint["state_dict"]) == expected and all(k.startswith("model.projector.") for k in expected)
     module.on_load_checkpoint(checkpoint)  # complete: fine
     del checkpoint["state_dict"][sorted(expected)[0]]
-    with pytest.raises(ResumeError, match=r"stages.align: the resume checkpoint lacks 1 trainable weights \(model\.projector\."):
+    with pytest.raises(ResumeError,
+                       match=r"stages.align: the resume checkpoint lacks 1 trainable weights \(model\.projector\."):
         module.on_load_checkpoint(checkpoint)

@@ -33,7 +33,8 @@ def stage_cfg(tiny_cfg, shapes, tmp_path):
         stage = cfg["stages"][name]
         stage["data"]["train"] = {"name": "llava-json", "json_path": str(train), "image_dir": str(shapes.image_dir)}
         stage["data"]["val"] = (
-            {"name": "llava-json", "json_path": str(val), "image_dir": str(shapes.image_dir), "limit": 8} if val else None
+            {"name": "llava-json", "json_path": str(val), "image_dir": str(shapes.image_dir), "limit": 8} if val
+            else None
         )
         stage.update(epochs=1, max_steps=3, batch_size=8, global_batch_size=16, sample_table=0)
     return cfg

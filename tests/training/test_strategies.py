@@ -105,7 +105,8 @@ def test_deepspeed_without_the_extra_is_a_config_error(tiny_model):
     try:
         import deepspeed  # noqa: F401
     except ImportError:
-        with pytest.raises(ConfigError, match=r"trainer.strategy.name=deepspeed needs DeepSpeed: pip install 'vlx\[deepspeed\]'"):
+        with pytest.raises(ConfigError,
+                           match=r"trainer.strategy.name=deepspeed needs DeepSpeed: pip install 'vlx\[deepspeed\]'"):
             build_strategy({"name": "deepspeed", "stage": 2}, tiny_model)
     else:
         pytest.skip("DeepSpeed is installed here")
@@ -161,5 +162,6 @@ def test_gathered_weights_keep_one_name_per_tied_tensor_and_must_be_complete():
     assert aliases == {"1.weight"} and names == {"0.weight", "1.weight"}
     gathered = {name: tensor.clone() for name, tensor in model.state_dict().items()}  # FSDP copies each name
     assert complete_weights(gathered, names, aliases, "stages.x").keys() == {"0.weight"}
-    with pytest.raises(CheckpointError, match=r"stages.x: the weights gathered from the sharded model lack \['0.weight'\]"):
+    with pytest.raises(CheckpointError,
+                       match=r"stages.x: the weights gathered from the sharded model lack \['0.weight'\]"):
         complete_weights({"1.weight": gathered["1.weight"]}, names, aliases, "stages.x")

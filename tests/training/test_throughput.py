@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from vlx.data.collate import Collator
+from vlx.training.datamodule import build_dataset
 from vlx.training.stages import apply_stage
 from vlx.training.throughput import TrainingFlops, samples_in, tokens_in
-from vlx.training.datamodule import build_dataset
 
 
 def shapes_batch(model, shapes, size=6):

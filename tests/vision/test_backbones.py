@@ -62,7 +62,8 @@ def test_timm_vit_errors_name_the_config_key():
     with pytest.raises(ConfigError, match=r"vision.model_id='resnet18'.*needs a ViT"):
         TimmViT("resnet18", image_size=32)
     with pytest.raises(ConfigError, match=r"vision.feature_layer=5 is outside the model's 2 blocks"):
-        TimmViT("vit_small_patch16_224", image_size=32, feature_layer=5, model_kwargs={"depth": 2, "embed_dim": 24, "num_heads": 2})
+        TimmViT("vit_small_patch16_224", image_size=32, feature_layer=5,
+                model_kwargs={"depth": 2, "embed_dim": 24, "num_heads": 2})
 
 
 def test_timm_pretrained_without_network_or_local_file_is_a_config_error_with_a_hint(monkeypatch):

@@ -115,7 +115,8 @@ def test_unknown_strategy_lists_the_valid_ones() -> None:
 
 
 @pytest.mark.parametrize("strategy", RESIZE_STRATEGIES)
-@pytest.mark.parametrize(("mode", "colour", "rgb"), [("L", 77, (77, 77, 77)), ("RGBA", (10, 200, 30, 255), (10, 200, 30)),
+@pytest.mark.parametrize(("mode", "colour", "rgb"), [("L", 77, (77, 77, 77)),
+                                                     ("RGBA", (10, 200, 30, 255), (10, 200, 30)),
                                                      ("LA", (120, 255), (120, 120, 120))])
 def test_grayscale_and_alpha_images_give_three_channels(strategy, mode, colour, rgb) -> None:
     out = build_image_transform(strategy, S, MEAN, STD)(Image.new(mode, (60, 30), colour))

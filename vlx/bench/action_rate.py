@@ -20,8 +20,13 @@ from typing import Any
 import numpy as np
 
 from vlx.bench.models import build, roughen, vla_config, write_tokenizer
-from vlx.bench.predict_action import (INSTRUCTION, UNNORM_KEY, action_only_outputs, check_matches_reference,
-                                      reference_predict_action)
+from vlx.bench.predict_action import (
+    INSTRUCTION,
+    UNNORM_KEY,
+    action_only_outputs,
+    check_matches_reference,
+    reference_predict_action,
+)
 from vlx.bench.timing import BenchmarkError, BenchResult, bench_device, interleave, medians, set_threads
 from vlx.data.action_stats import ActionStats
 from vlx.model import VisionLanguageModel
@@ -78,7 +83,8 @@ def run(size: str = "small", warmup: int = 2, repeats: int = 10, threads: int | 
         target="≥ 20", per="call",
         rows=[("device", device),
               ("model", f"{size} OpenVLA-family VLA, {sum(p.numel() for p in autoregressive.parameters()):,} "
-                        f"parameters (autoregressive), {autoregressive.vision.num_patches} patches, {action_dim}-D actions"),
+                        f"parameters (autoregressive), {autoregressive.vision.num_patches} patches, "
+                        f"{action_dim}-D actions"),
               ("threads", str(threads)),
               *[(f"actions/s {name}", f"{rate[name]:.1f} ({chunk[name]} per call, {1 / times[name]:.1f} calls/s)")
                 for name in times]],

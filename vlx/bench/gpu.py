@@ -1,7 +1,7 @@
 """`vlx bench gpu`: training throughput, MFU, `predict_action` rate and peak memory of 7B-shaped recipes.
 
-For each recipe (default `prism-dinosiglip-224px-7b`, `openvla-7b`, `openvla-oft-7b`, `llava-v1.5-7b`) the model is built
-with random weights straight on the device in bf16 from the recipe's architecture (no download; the
+For each recipe (default `prism-dinosiglip-224px-7b`, `openvla-7b`, `openvla-oft-7b`, `llava-v1.5-7b`) the model
+is built with random weights straight on the device in bf16 from the recipe's architecture (no download; the
 tokenizer is vlx's tiny one, the 32,064-row vocabulary stays), optionally with fewer LLM layers
 (`--layers N`, stated in the output). One training step = forward on a synthetic batch (random images,
 random prompt ids, loss on the last `ANSWER` tokens; for a VLA: every camera, the state, a random normalised
@@ -164,7 +164,7 @@ def measure(work: Workload, batch_size: int, warmup: int, repeats: int, device: 
               "params": count(model), "train_memory_gb": _peak_gb(device)}
     peak = peak_flops(device)
     result["mfu"] = step_flops(model, work.trainable, batch) / step / peak if peak else None
-    del optimizer
+    optimizer.state.clear()  # frees the Adam moments before inference (train_step keeps the optimizer itself)
     model.eval()
     if model.is_vla:
         rng = np.random.default_rng(0)
@@ -173,8 +173,8 @@ def measure(work: Workload, batch_size: int, warmup: int, repeats: int, device: 
         state = None
         if model.observation.state_dim:
             dim = model.observation.state_dim
-            model.state_stats["bench"] = ActionStats.from_actions(rng.uniform(-1, 1, size=(100, dim)).astype(np.float32),
-                                                                  num_trajectories=1, mask=[True] * dim)
+            model.state_stats["bench"] = ActionStats.from_actions(
+                rng.uniform(-1, 1, size=(100, dim)).astype(np.float32), num_trajectories=1, mask=[True] * dim)
             state = rng.uniform(-1, 1, size=dim)
         image = np.random.default_rng(1).integers(0, 256, size=(224, 224, 3), dtype=np.uint8)
         cameras = model.observation.cameras

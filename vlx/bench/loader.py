@@ -69,7 +69,8 @@ class RobomimicSamples(Dataset):
         image = Image.fromarray(item["obs"][CAMERA][0])  # (H, W, 3) uint8: robomimic 0.3.0 returns raw frames
         instruction = self.instructions[demo]
         if instruction not in self.prompts:
-            self.prompts[instruction] = question_ids(self.model.prompt_format, self.model.action_head.question(instruction),
+            self.prompts[instruction] = question_ids(self.model.prompt_format,
+                                                     self.model.action_head.question(instruction),
                                                      self.model.tokenizer, self.image_token_id,
                                                      self.model.vision.num_patches)
         prompt = self.prompts[instruction]

@@ -66,7 +66,8 @@ def llava_config(size: str, tokenizer_dir: Path) -> dict[str, Any]:
     """A LLaVA-family model config (exportable to transformers' LlavaForConditionalGeneration)."""
     check_size(size)
     return {
-        "vision": {"name": "hf-clip", "source": None, "config": CLIP[size], "feature_layer": -2, "image_resize": "letterbox"},
+        "vision": {"name": "hf-clip", "source": None, "config": CLIP[size], "feature_layer": -2,
+                   "image_resize": "letterbox"},
         "projector": {"name": "mlp"},
         "llm": llm_node(size, tokenizer_dir),
         "head": {"name": "text"},

@@ -25,8 +25,8 @@ from vlx.bench.models import build, roughen, vla_config, write_tokenizer
 from vlx.bench.timing import BenchmarkError, BenchResult, interleave, medians, set_threads
 from vlx.data.action_stats import ActionStats
 from vlx.data.augment import inference_preprocess
-from vlx.heads.instruction import vla_question
 from vlx.heads.action_decoding import decode_action_tokens
+from vlx.heads.instruction import vla_question
 from vlx.llm.prompts import question_ids
 from vlx.model import VisionLanguageModel
 from vlx.vision.transforms import as_rgb_image
@@ -64,7 +64,8 @@ def reference_predict_action(model: VisionLanguageModel, image: np.ndarray, inst
     patches = model.projector(model.vision(pixels[None].to(device)))  # (1, N, D)
     tokens = lm.get_input_embeddings()(ids)  # (1, L, D)
     embeds = torch.cat([tokens[:, :1], patches, tokens[:, 1:]], dim=1)  # (1, 1 + N + L - 1, D)
-    out = lm.generate(inputs_embeds=embeds, attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long, device=device),
+    out = lm.generate(inputs_embeds=embeds,
+                      attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long, device=device),
                       max_new_tokens=head.action_dim, do_sample=False, pad_token_id=model.tokenizer.pad_token_id,
                       eos_token_id=model.tokenizer.eos_token_id)  # (1, action_dim): only the new tokens
     return model.action_stats[UNNORM_KEY].unnormalize(head.tokenizer.decode(out[:, -head.action_dim:]))[0]

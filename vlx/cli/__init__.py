@@ -22,7 +22,8 @@ commands:
   serve  checkpoint=DIR [host=...]  serve a VLA's actions over HTTP (POST /act; docs/serving.md)
   import hf-llava|openvla|plain SRC OUT  convert a transformers LLaVA / OpenVLA / plain dir to a vlx checkpoint
   export hf-llava|plain CKPT OUT  write a vlx checkpoint as a transformers LLaVA dir or a plain dir (docs/formats.md)
-  bench  train-step|predict-action|action-rate|loader|gpu  time vlx against the reference implementations (docs/BENCHMARKS.md)
+  bench  train-step|predict-action|action-rate|loader|gpu  time vlx against the reference implementations \
+(docs/BENCHMARKS.md)
 
 recipes: {recipes}
 """

@@ -1,4 +1,5 @@
-"""`vlx bench train-step|predict-action|action-rate|loader|gpu`: benchmarks of vlx against the reference implementations.
+"""`vlx bench train-step|predict-action|action-rate|loader|gpu`: benchmarks of vlx against the reference
+implementations.
 
 Each prints a table and, as its last line, `ratio=...` with what the ratio means and its target
 (docs/BENCHMARKS.md records the measured results). Every benchmark takes `--threads` (the same intra-op

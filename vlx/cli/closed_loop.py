@@ -2,8 +2,9 @@
 
 Rolls the policy out on `rollout.episodes` seeded episodes of `rollout.env` (the model's cameras and state
 read from the environment's observation by name; chunks executed as `rollout.execute_steps` /
-`rollout.ensemble` say) and prints `success_rate=`; beside it the same policy with an uninformative instruction (`blind_success_rate=`, the
-language-blind control) and the scripted expert (`expert_success_rate=`) when the environment has one.
+`rollout.ensemble` say) and prints `success_rate=`; beside it the same policy with an uninformative
+instruction (`blind_success_rate=`, the language-blind control) and the scripted expert
+(`expert_success_rate=`) when the environment has one.
 With `eval.demos` (a robomimic file) it also prints offline `action_accuracy=` / `action_l1=` on its
 held-out split, and `blind_action_accuracy=` with the uninformative instruction. GIFs of the first
 episodes go to `{output_dir}/videos`; everything is written to
@@ -73,8 +74,8 @@ def evaluate_closed_loop(cfg: dict[str, Any], model: VisionLanguageModel) -> dic
     common = {"env_kwargs": kwargs, "batch_size": int(settings["batch_size"])}
     execution = ExecutionSettings.from_config(model.chunk_size, settings)
     policy = model_policy(model, settings.get("unnorm_key"))
-    results = {"policy": rollout(policy, env, seeds, num_videos=int(settings["videos"]), video_dir=output_dir / "videos",
-                                 execution=execution, **common)}
+    results = {"policy": rollout(policy, env, seeds, num_videos=int(settings["videos"]),
+                                 video_dir=output_dir / "videos", execution=execution, **common)}
     print(f"success_rate={results['policy'].success_rate:.3f}")
     if settings.get("blind_instruction"):
         results["blind"] = rollout(policy, env, seeds, instruction_override=settings["blind_instruction"],
@@ -90,7 +91,8 @@ def evaluate_closed_loop(cfg: dict[str, Any], model: VisionLanguageModel) -> dic
     return report
 
 
-def offline_action_metrics(cfg: dict[str, Any], model: VisionLanguageModel, settings: dict[str, Any]) -> dict[str, float]:
+def offline_action_metrics(cfg: dict[str, Any], model: VisionLanguageModel,
+                           settings: dict[str, Any]) -> dict[str, float]:
     """Action-token accuracy on held-out demonstration steps, and the same with the blind instruction."""
     eval_cfg = cfg["eval"] if cfg["eval"].get("demos") else model.config.get("eval", {})
     if not eval_cfg.get("demos"):
@@ -141,6 +143,7 @@ def log_to_wandb(cfg: dict[str, Any], report: dict[str, Any], policy: RolloutRes
                      group=logger.get("group") or cfg["run_name"], name=f"{cfg['run_name']}-rollout", job_type="eval",
                      dir=cfg["output_dir"], config={"rollout": report["settings"], "checkpoint": cfg.get("checkpoint")})
     rates = {f"rollout/{key}": value for key, value in report.items() if isinstance(value, float)}
-    videos = {f"rollout/video_{index}": wandb.Video(str(path), format="gif") for index, path in enumerate(policy.videos)}
+    videos = {f"rollout/video_{index}": wandb.Video(str(path), format="gif")
+              for index, path in enumerate(policy.videos)}
     run.log({**rates, "rollout/mean_steps": policy.mean_steps, **videos})
     run.finish()

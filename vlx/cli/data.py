@@ -33,7 +33,8 @@ def fill_defaults(args: argparse.Namespace, recipe: str, key: str, names: dict[s
 
 
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="vlx data", description="Generate built-in datasets and assets; check datasets.")
+    root = argparse.ArgumentParser(prog="vlx data",
+                                   description="Generate built-in datasets and assets; check datasets.")
     sub = root.add_subparsers(dest="what", required=True)
     shapes = sub.add_parser("shapes", help="the synthetic shapes image-QA dataset (LLaVA JSON + PNGs)")
     shapes.add_argument("--out", help="output directory (default: llava-tiny's shapes.root)")
@@ -42,12 +43,14 @@ def parser() -> argparse.ArgumentParser:
     assets = sub.add_parser("assets", help="tiny tokenizer + random vision/Llama checkpoints of a tiny recipe")
     assets.add_argument("overrides", nargs="*", help="Hydra overrides (default recipe: llava-tiny)")
     reach = sub.add_parser("block-reach", help="noisy scripted-expert demos of the block-reach task (robomimic HDF5)")
-    reach.add_argument("--demos", type=int, help="number of successful demos to keep (default: openvla-tiny's robot.demos)")
+    reach.add_argument("--demos", type=int,
+                       help="number of successful demos to keep (default: openvla-tiny's robot.demos)")
     reach.add_argument("--out", help="output file (.hdf5) (default: openvla-tiny's robot.path)")
     reach.add_argument("--seed", type=int, help="default: openvla-tiny's robot.seed")
     reach.add_argument("--valid-fraction", type=float, default=0.1, help="valid share (default: %(default)s)")
     reach.add_argument("--noise", type=float, default=0.3, help="std of the executed-move noise (default: %(default)s)")
-    text = sub.add_parser("block-reach-text", help="captions + questions on the frames of block-reach demos (LLaVA JSON)")
+    text = sub.add_parser("block-reach-text",
+                          help="captions + questions on the frames of block-reach demos (LLaVA JSON)")
     text.add_argument("--demos", help="the demo file (default: openvla-tiny's robot.path)")
     text.add_argument("--out", help="output directory (default: openvla-tiny's robot.scene)")
     data_check.add_parser(sub)
@@ -63,7 +66,8 @@ def main(argv: list[str]) -> None:
 
         fill_defaults(args, "llava-tiny", "shapes", {"out": "root", "n_train": "n_train", "n_val": "n_val",
                                                      "seed": "seed", "image_size": "image_size"})
-        dataset = generate_shapes(args.out, n_train=args.n_train, n_val=args.n_val, seed=args.seed, image_size=args.image_size)
+        dataset = generate_shapes(args.out, n_train=args.n_train, n_val=args.n_val, seed=args.seed,
+                                  image_size=args.image_size)
         for split in ("train", "val"):
             print(f"captions[{split}]={dataset.captions(split)}")
             print(f"questions[{split}]={dataset.questions(split)}")

@@ -31,12 +31,13 @@ def add_parser(sub: Any) -> None:
     check.add_argument("path", help="a LLaVA .json file or a robomimic .hdf5 file")
     check.add_argument("overrides", nargs="*", help="LLaVA JSON: Hydra overrides naming the model (default recipe: "
                        "llava-tiny), e.g. recipe=prismatic-tiny")
-    check.add_argument("--image-dir", help="LLaVA JSON: the directory image paths are relative to (default: the file's)")
+    check.add_argument("--image-dir",
+                       help="LLaVA JSON: the directory image paths are relative to (default: the file's)")
     check.add_argument("--stage", help="LLaVA JSON: the recipe stage whose prompt format and max_length apply "
                        "(default: the last one that trains on llava-json)")
     check.add_argument("--max-length", type=int, help="LLaVA JSON: default: the stage's data.train.max_length")
-    check.add_argument("--camera-key", action="append", help="HDF5: a camera obs key; repeat for several cameras, in the "
-                       "model's order (default: the recipe's observation.cameras, else agentview_image)")
+    check.add_argument("--camera-key", action="append", help="HDF5: a camera obs key; repeat for several cameras, "
+                       "in the model's order (default: the recipe's observation.cameras, else agentview_image)")
     check.add_argument("--state-key", action="append", help="HDF5: a low-dim obs key of the robot state; repeat, in "
                        "order (default: the recipe's observation.state_keys, else none)")
     check.add_argument("--action-key", default="actions", help="HDF5: default: %(default)s")
@@ -88,7 +89,8 @@ def run(args: argparse.Namespace) -> None:
     """Check the file, print the summary, exit 1 when there are problems."""
     path = Path(args.path).expanduser()
     if not path.is_file():
-        raise DataError(f"{path}: no such file; expected a LLaVA .json file or a robomimic .hdf5 file", kind="missing-file")
+        raise DataError(f"{path}: no such file; expected a LLaVA .json file or a robomimic .hdf5 file",
+                        kind="missing-file")
     if path.suffix.lower() == ".json":
         report = check_json(args)
     elif path.suffix.lower() in (".hdf5", ".h5") or h5py.is_hdf5(path):

@@ -2,10 +2,10 @@
 
 Writes the tiny local assets (tokenizer, random vision and Llama weights), generates the recipe's data —
 the synthetic shapes questions (`shapes:` in llava-tiny / prismatic-tiny) or scripted `block-reach`
-demonstrations and questions about their frames (`robot:` in openvla-tiny) — trains the recipe's stages, then evaluates: exact-match
-accuracy on held-out questions next to the blank-image control and the best blind answer, or, for a
-VLA, closed-loop success next to the language-blind control and the scripted expert. Hydra overrides
-are accepted (`vlx demo recipe=openvla-tiny stages.vla.epochs=2`).
+demonstrations and questions about their frames (`robot:` in openvla-tiny) — trains the recipe's stages,
+then evaluates: exact-match accuracy on held-out questions next to the blank-image control and the best
+blind answer, or, for a VLA, closed-loop success next to the language-blind control and the scripted
+expert. Hydra overrides are accepted (`vlx demo recipe=openvla-tiny stages.vla.epochs=2`).
 """
 
 from __future__ import annotations

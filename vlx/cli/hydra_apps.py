@@ -30,7 +30,8 @@ class _Escaped(BaseException):
         self.error = error
 
 
-NO_OUTPUT_DIR = ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
+NO_OUTPUT_DIR = ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=disabled",
+                 "hydra/hydra_logging=disabled"]
 
 
 def run_hydra(task: Callable[[DictConfig], Any], argv: list[str], prog: str, extra: list[str] = ()) -> None:

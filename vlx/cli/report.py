@@ -59,14 +59,17 @@ def print_training_outputs(checkpoints: dict[str, Path], output_dir: str | Path)
         print(f"wandb={wandb_dir.resolve()}  (offline runs; `wandb sync {wandb_dir}/offline-run-*` uploads them)")
 
 
-def score(model: VisionLanguageModel, samples: list[dict[str, Any]], batch_size: int, blank: bool, label: str) -> VQAResult:
+def score(model: VisionLanguageModel, samples: list[dict[str, Any]], batch_size: int, blank: bool,
+          label: str) -> VQAResult:
     """Evaluate with a progress bar."""
     with Progress(transient=True) as progress:
         task = progress.add_task(label, total=len(samples))
-        return evaluate_vqa(model, samples, batch_size, blank_images=blank, progress=lambda n: progress.advance(task, n))
+        return evaluate_vqa(model, samples, batch_size, blank_images=blank,
+                            progress=lambda n: progress.advance(task, n))
 
 
-def evaluate_checkpoint(config: DictConfig | dict[str, Any], model: VisionLanguageModel | None = None) -> dict[str, Any]:
+def evaluate_checkpoint(config: DictConfig | dict[str, Any],
+                        model: VisionLanguageModel | None = None) -> dict[str, Any]:
     """Score `checkpoint` (or `model`) on `eval.json_path` (a VLA: in closed loop); print and return the numbers."""
     cfg = to_plain(config)
     if model is None:

@@ -17,8 +17,8 @@ from typing import Any, TextIO
 
 from vlx.errors import ConfigError, VlxError
 
-ACCEPTED = ("checkpoint", "host", "port", "api_key", "device", "predict_timeout_s", "limit_concurrency", "execute_steps",
-            "ensemble", "ensemble_weight")
+ACCEPTED = ("checkpoint", "host", "port", "api_key", "device", "predict_timeout_s", "limit_concurrency",
+            "execute_steps", "ensemble", "ensemble_weight")
 NULLS = ("null", "none")  # execute_steps= / ensemble= values meaning "not set"
 API_KEY_ENV = "VLX_API_KEY"
 

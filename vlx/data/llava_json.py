@@ -40,7 +40,8 @@ def read_json_list(path: Path) -> list[dict[str, Any]]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text at byte {exc.start}; expected a LLaVA JSON file", kind="json-syntax") from None
+        raise DataError(f"{path}: not UTF-8 text at byte {exc.start}; expected a LLaVA JSON file",
+                        kind="json-syntax") from None
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}", kind="json-syntax") from exc
     if not isinstance(data, list):
@@ -56,7 +57,8 @@ def parse_turns(sample: dict[str, Any], where: str) -> list[Turn]:
                         kind="bad-conversation")
     turns = []
     for index, message in enumerate(conversations):
-        if not isinstance(message, dict) or message.get("from") not in ROLES or not isinstance(message.get("value"), str):
+        if (not isinstance(message, dict) or message.get("from") not in ROLES
+                or not isinstance(message.get("value"), str)):
             raise DataError(
                 f"{where}: conversations[{index}] must be {{'from': 'human'|'gpt', 'value': str}}, got {message!r:.80}",
                 kind="bad-conversation",
@@ -129,7 +131,8 @@ class SampleTokeniser:
         if record.get("image") is not None:
             image = self.image_dir / str(record["image"])
             if not image.is_file():
-                raise DataError(f"{where}: image file {image} not found (image_dir={self.image_dir})", kind="missing-image")
+                raise DataError(f"{where}: image file {image} not found (image_dir={self.image_dir})",
+                                kind="missing-image")
         try:
             encoded = self.prompt_format.encode(turns, self.tokenizer, has_image=image is not None, sample_id=sample_id)
         except DataError as exc:  # "sample ID: ..." → "FILE: sample ID: ..."
@@ -140,7 +143,8 @@ class SampleTokeniser:
             raise DataError(f"{where}: every label is masked (no assistant answer would be trained)", kind="all-masked")
         return TokenisedSample(sample_id, *self._truncated(ids, labels, image_token_id, where), image, unanswered)
 
-    def _truncated(self, ids: list[int], labels: list[int], image_token_id: int, where: str) -> tuple[list[int], list[int]]:
+    def _truncated(self, ids: list[int], labels: list[int], image_token_id: int,
+                   where: str) -> tuple[list[int], list[int]]:
         """Cut to `max_length` when that keeps the whole image and some answer token; otherwise an error."""
         if len(ids) <= self.max_length:
             return ids, labels

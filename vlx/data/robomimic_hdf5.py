@@ -8,10 +8,11 @@ actions and states, one action dim, state dim and image size per camera across d
 `instruction`) — so a bad file fails before training, naming the file, demo and key (the checks live in
 `vlx.data.robomimic_layout`). The selected demos' actions and states stay in memory (N × A and N × P
 float32); `chunk(index, K)` gives the actions t..t+K-1 of a step's demo, with the steps past the demo's end
-filled with its last action and marked in a mask. Frames are read one at a time through an HDF5 handle opened lazily in each process (DataLoader
-workers fork or spawn; an h5py handle must cross neither), unless `cache_images=True` loads all selected
-frames once (N × H × W × 3 bytes: 2 GB for 100k 84 px frames; forked workers share it copy-on-write,
-spawned ones each load their own). Grayscale frames get three channels; RGBA frames lose their alpha.
+filled with its last action and marked in a mask. Frames are read one at a time through an HDF5 handle
+opened lazily in each process (DataLoader workers fork or spawn; an h5py handle must cross neither), unless
+`cache_images=True` loads all selected frames once (N × H × W × 3 bytes: 2 GB for 100k 84 px frames; forked
+workers share it copy-on-write, spawned ones each load their own). Grayscale frames get three channels;
+RGBA frames lose their alpha.
 """
 
 from __future__ import annotations

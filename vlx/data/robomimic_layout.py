@@ -4,10 +4,10 @@
 what a usable demo holds: a numeric (T, A) `action_key` dataset with finite values and a matching
 `num_samples` attr, uint8 camera frames `obs/<camera>` (T, H, W[, 3|4]) for each of its camera keys, finite
 numeric low-dim `obs/<state key>` arrays (T,) or (T, d) for each state key (concatenated in order into the
-robot state), and an instruction (the `lang` of the demo's `ep_meta` JSON attr, else the configured one). Each problem is a DataError naming
-the file, the demo and the key, with a `kind` from docs/errors.md. `read_demos` checks every demo and
-returns the good ones with the problems found; `RobomimicFile` raises the first problem, while
-`vlx data check` reports them all.
+robot state), and an instruction (the `lang` of the demo's `ep_meta` JSON attr, else the configured one).
+Each problem is a DataError naming the file, the demo and the key, with a `kind` from docs/errors.md.
+`read_demos` checks every demo and returns the good ones with the problems found; `RobomimicFile` raises
+the first problem, while `vlx data check` reports them all.
 """
 
 from __future__ import annotations
@@ -139,7 +139,8 @@ class DemoReader:
                             kind="bad-filter-key")
         return [name for name in names if name in selected]
 
-    def read_demos(self, file: h5py.File, names: list[str], instruction: str | None) -> tuple[list[Demo], list[DataError]]:
+    def read_demos(self, file: h5py.File, names: list[str],
+                   instruction: str | None) -> tuple[list[Demo], list[DataError]]:
         """Every named demo checked: the good ones, and the problems (each demo's, then disagreements with the
         first good demo on the action dim or the image size)."""
         demos, problems = [], []
@@ -151,14 +152,16 @@ class DemoReader:
         for demo in demos[1:]:  # every demo must agree with the first on these
             checks = [("action-dim-mismatch", "action dim", demo.actions.shape[1], demos[0].actions.shape[1])]
             checks += [("image-size-mismatch", f"obs/{camera} image size (H, W)", size, first)
-                       for camera, size, first in zip(self.camera_keys, demo.image_sizes, demos[0].image_sizes)]
+                       for camera, size, first in zip(self.camera_keys, demo.image_sizes, demos[0].image_sizes,
+                                                      strict=True)]
             if demo.state is not None and demos[0].state is not None:
                 checks.append(("state-dim-mismatch", f"state dim (obs/{' + obs/'.join(self.state_keys)})",
                                demo.state.shape[1], demos[0].state.shape[1]))
             for kind, what, value, expected in checks:
                 if value != expected:
                     problems.append(DataError(f"{self.path}: demo {demo.name} has {what} {value} but demo "
-                                              f"{demos[0].name} has {expected}; every demo must share one {what}", kind=kind))
+                                              f"{demos[0].name} has {expected}; every demo must share one {what}",
+                                              kind=kind))
         return demos, problems
 
     def read_demo(self, group: h5py.Group, name: str, instruction: str | None) -> Demo:
@@ -167,12 +170,13 @@ class DemoReader:
         values = self._actions(group, where)  # (T, A)
         obs = group.get("obs")
         shapes = [self._camera_shape(obs, camera, field, len(values), where)
-                  for camera, field in zip(self.camera_keys, self.camera_fields)]
+                  for camera, field in zip(self.camera_keys, self.camera_fields, strict=True)]
         state = np.concatenate([self._state(obs, key, i, len(values), where) for i, key in enumerate(self.state_keys)],
                                axis=1) if self.state_keys else None  # (T, P)
         lang = (json_attr(group.attrs, "ep_meta", where) or {}).get("lang")  # the demo's own instruction
         if lang is not None and (not isinstance(lang, str) or not lang.strip()):
-            raise DataError(f"{where}: ep_meta 'lang' must be a non-empty string, got {lang!r:.80}", kind="bad-attribute")
+            raise DataError(f"{where}: ep_meta 'lang' must be a non-empty string, got {lang!r:.80}",
+                            kind="bad-attribute")
         if lang is None and instruction is None:
             raise DataError(f"{where}: no instruction: the demo has no ep_meta 'lang' and {self.where}.instruction "
                             f"is not set; set {self.where}.instruction in the config to the task's instruction",

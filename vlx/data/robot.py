@@ -89,7 +89,8 @@ def source_cameras(source: RobotSource, observation: ObservationSpec, at: str) -
         if len(keys) != observation.num_cameras:
             wanted = observation.cameras or ["one image"]
             raise ConfigError(f"config key '{at}.camera_keys' names {len(keys)} cameras {keys}, but the model sees "
-                              f"{observation.num_cameras} ({', '.join(wanted)}; observation.cameras)", kind="camera-count")
+                              f"{observation.num_cameras} ({', '.join(wanted)}; observation.cameras)",
+                              kind="camera-count")
         return keys if observation.cameras else keys[0]
     if source.camera_key is not None:
         if observation.cameras and len(observation.cameras) > 1:
@@ -117,15 +118,17 @@ class RobotDemonstrations(Dataset):
     """Samples of every (demo, step) of the sources, tokenised for the model's action head."""
 
     def __init__(
-        self, datasets: list[dict[str, Any]], prompt_format: PromptFormat, tokenizer: Any, image_transform: ImageTransform,
-        num_image_tokens: int, action_head: ActionHead, action_stats: dict[str, ActionStats], training: bool,
+        self, datasets: list[dict[str, Any]], prompt_format: PromptFormat, tokenizer: Any,
+        image_transform: ImageTransform, num_image_tokens: int, action_head: ActionHead,
+        action_stats: dict[str, ActionStats], training: bool,
         observation: ObservationSpec | None = None, state_stats: dict[str, ActionStats] | None = None,
         augment: Mapping[str, Any] | None = None, limit: int | None = None, cache_images: bool = False,
         episode_end: str = "mask", config_key: str = "data",
     ) -> None:
         where = config_key
         if episode_end not in EPISODE_ENDS:
-            raise ConfigError(f"config key '{where}.episode_end'={episode_end!r}; expected one of {', '.join(EPISODE_ENDS)}")
+            raise ConfigError(f"config key '{where}.episode_end'={episode_end!r}; "
+                              f"expected one of {', '.join(EPISODE_ENDS)}")
         self.observation = observation or ObservationSpec()
         state_stats = {} if state_stats is None else state_stats
         self.sources = parse_sources(datasets, f"{where}.datasets")
@@ -136,7 +139,7 @@ class RobotDemonstrations(Dataset):
                 source.path, source_cameras(source, self.observation, at), source.action_key, source.filter_key,
                 source.instruction, where=at, cache_images=cache_images,
                 state_keys=source_state_keys(source, self.observation, at)))
-        for index, (source, file) in enumerate(zip(self.sources, self.files)):
+        for index, (source, file) in enumerate(zip(self.sources, self.files, strict=True)):
             self._check_and_record_stats(index, source, file, action_head, action_stats, state_stats, training, where)
         self.stats = [action_stats[s.key] for s in self.sources]
         self.state_stats = [state_stats.get(s.key) for s in self.sources]
@@ -165,8 +168,9 @@ class RobotDemonstrations(Dataset):
             raise ConfigError(f"{file.path}: actions '{source.action_key}' have {file.action_dim} dimensions, but "
                               f"head.action_dim={head.action_dim} ({at})", kind="head-action-dim")
         if file.state_dim is not None and file.state_dim != self.observation.state_dim:
-            raise ConfigError(f"{file.path}: the state obs/{' + obs/'.join(file.state_keys)} has {file.state_dim} values, "
-                              f"but proprio.in_dim={self.observation.state_dim} ({at}.state_keys)", kind="state-dim")
+            raise ConfigError(f"{file.path}: the state obs/{' + obs/'.join(file.state_keys)} has {file.state_dim} "
+                              f"values, but proprio.in_dim={self.observation.state_dim} ({at}.state_keys)",
+                              kind="state-dim")
         if training:
             action_stats[source.key] = ActionStats.from_actions(
                 file.actions(), num_trajectories=file.num_demos, mask=source.normalize_mask, where=str(file.path))
@@ -185,13 +189,14 @@ class RobotDemonstrations(Dataset):
     def sample_weights(self) -> torch.Tensor:
         """Per-sample sampling weights giving source j the share weight_j / Σ weights: (N,)."""
         sizes = np.bincount([j for j, _ in self.index], minlength=len(self.sources))
-        per_source = [s.weight / max(size, 1) for s, size in zip(self.sources, sizes)]
+        per_source = [s.weight / max(size, 1) for s, size in zip(self.sources, sizes, strict=True)]
         return torch.tensor([per_source[j] for j, _ in self.index], dtype=torch.double)
 
     def prompt_ids(self, instruction: str) -> list[int]:
         if instruction not in self._prompts:
             self._prompts[instruction] = question_ids(
-                self.prompt_format, self.head.question(instruction), self.tokenizer, self.image_token_id, self.num_tokens)
+                self.prompt_format, self.head.question(instruction), self.tokenizer, self.image_token_id,
+                self.num_tokens)
         return self._prompts[instruction]
 
     def pixels(self, frames: dict[str, np.ndarray], keys: list[str]) -> torch.Tensor:

@@ -115,7 +115,7 @@ def generate_shapes(
     image_dir = dataset.root / "images"
     image_dir.mkdir(parents=True, exist_ok=True)
     counts = {}
-    for split, n in zip(SPLITS, (n_train, n_val)):
+    for split, n in zip(SPLITS, (n_train, n_val), strict=True):
         for stale in image_dir.glob(f"{split}-*.png"):
             stale.unlink()
         captions, questions = _generate_split(dataset, split, n, seed, image_size, grid)

@@ -19,8 +19,8 @@ from typing import Any
 
 import timm
 import torch
-from timm.layers.pos_embed_sincos import build_sincos2d_pos_embed
 from safetensors.torch import save_file
+from timm.layers.pos_embed_sincos import build_sincos2d_pos_embed
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoModelForCausalLM, CLIPVisionConfig, CLIPVisionModel, PreTrainedTokenizerFast
 
@@ -53,7 +53,8 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
     model.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="first")
     model.decoder = decoders.Metaspace(prepend_scheme="first")
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, initial_alphabet=list(string.printable), show_progress=False
+        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, initial_alphabet=list(string.printable),
+        show_progress=False
     )
     model.train_from_iterator(texts, trainer)
     model.post_processor = processors.TemplateProcessing(

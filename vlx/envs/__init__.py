@@ -10,6 +10,6 @@ from vlx.envs.robosuite_adapter import RobosuiteEnv  # registers `robosuite` (ro
 from vlx.envs.rollout import EpisodeResult, RolloutResult, rollout
 
 __all__ = [
-    "PALETTE", "BlockReach", "EnvStepError", "EpisodeResult", "ExpertPolicy", "RecordSummary", "RolloutResult",
-    "ensure_demos", "expert_action", "perturb", "record_demos", "rollout",
+    "PALETTE", "BlockReach", "EnvStepError", "EpisodeResult", "ExpertPolicy", "GymnasiumEnv", "RecordSummary",
+    "RobosuiteEnv", "RolloutResult", "ensure_demos", "expert_action", "perturb", "record_demos", "rollout",
 ]

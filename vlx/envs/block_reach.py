@@ -209,7 +209,7 @@ class BlockReach:
         fill_box(image, view, np.array([0.5, 0.5]), 0.5, FLOOR)
         if outline is not None:
             fill_box(image, view, outline[0], outline[1], GOAL_OUTLINE)
-        for centre, colour in zip(self._blocks, self._colours):
+        for centre, colour in zip(self._blocks, self._colours, strict=True):
             fill_box(image, view, centre, self.block_size / 2, PALETTE[colour][1])
         return image
 

@@ -130,7 +130,8 @@ def record_demos(out: Path, num_demos: int, seed: int = 0, valid_fraction: float
                     progress.advance(task)
             data.attrs["total"] = samples
             data.attrs["env_args"] = json.dumps(env.env_args())
-            data.attrs["vlx_recording"] = json.dumps(recording_params(num_demos, seed, valid_fraction, noise, env_kwargs))
+            data.attrs["vlx_recording"] = json.dumps(
+                recording_params(num_demos, seed, valid_fraction, noise, env_kwargs))
             names = [f"demo_{i}".encode() for i in range(num_demos)]
             num_valid = round(valid_fraction * num_demos)
             f.create_dataset("mask/train", data=np.array(names[:num_demos - num_valid], dtype="S"))

@@ -23,7 +23,14 @@ from typing import Any
 import numpy as np
 
 from vlx.envs.gym_adapter import (
-    CAMERA_KEY, WHERE, AdapterEpisode, clip_action, import_optional, non_empty, positive_int, rgb_frame,
+    CAMERA_KEY,
+    WHERE,
+    AdapterEpisode,
+    clip_action,
+    import_optional,
+    non_empty,
+    positive_int,
+    rgb_frame,
 )
 from vlx.errors import ConfigError, DataError, VlxError
 from vlx.registry import ENVIRONMENTS

@@ -157,7 +157,8 @@ def rollout(policy: ObservationPolicy | EnvPolicy, env_name_or_factory: str | Ca
                 running.append(run)
             asking = [run for run in running if run.executor.needs_prediction()]
             if asking:
-                for run, chunk in zip(asking, _act(policy, asking, instruction_override, execution.chunk_size)):
+                for run, chunk in zip(asking, _act(policy, asking, instruction_override, execution.chunk_size),
+                                      strict=True):
                     run.executor.add(chunk)  # (K, A)
             still: list[_Running] = []
             for run in running:

@@ -49,7 +49,7 @@ def describe(state: np.ndarray, num_blocks: int, dead_zone: float) -> dict[str, 
     agent = state[:2]
     blocks = state[3 : 3 + 2 * num_blocks].reshape(num_blocks, 2)  # (K, 2)
     colours = state[4 + 2 * num_blocks :].astype(int)  # (K,)
-    return {PALETTE[c][0]: direction(b - agent, dead_zone) for b, c in zip(blocks, colours)}
+    return {PALETTE[c][0]: direction(b - agent, dead_zone) for b, c in zip(blocks, colours, strict=False)}
 
 
 def write_scene_text(demos: Path, out_dir: Path, filter_key: str = "train", seed: int = 0) -> SceneText:
@@ -67,7 +67,7 @@ def write_scene_text(demos: Path, out_dir: Path, filter_key: str = "train", seed
         task = progress.add_task(f"scene text ({filter_key})", total=len(names))
         for name in names:
             demo = file[f"data/{name}"]
-            for step, (state, frame) in enumerate(zip(demo["states"][:], demo["obs/agentview_image"][:])):
+            for step, (state, frame) in enumerate(zip(demo["states"][:], demo["obs/agentview_image"][:], strict=False)):
                 where = describe(state, kwargs["num_blocks"], kwargs["max_step"])
                 image = f"images/{filter_key}/{name}_{step}.png"
                 Image.fromarray(frame).save(out_dir / image)

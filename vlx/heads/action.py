@@ -35,7 +35,8 @@ def new_action_tokens(n_bins: int) -> list[str]:
     return [f"<act_{index}>" for index in range(n_bins)]
 
 
-def action_token_codec(llm: nn.Module | None, n_bins: int, tokens: str, base_vocab_size: int | None) -> ActionTokenizer | None:
+def action_token_codec(llm: nn.Module | None, n_bins: int, tokens: str,
+                       base_vocab_size: int | None) -> ActionTokenizer | None:
     """The action tokenizer of a token head (adding `n_bins` tokens to the LLM for `tokens: new`); None when the
     LLM was built without its tokenizer (sizing on the meta device), so there is nothing to decode with."""
     if tokens not in TOKEN_SOURCES:
@@ -69,7 +70,8 @@ def token_metrics(predictions: torch.Tensor, targets: torch.Tensor, codec: Actio
     return metrics
 
 
-def token_output(predictions: torch.Tensor, targets: torch.Tensor, logits: torch.Tensor, codec: ActionTokenizer) -> HeadOutput:
+def token_output(predictions: torch.Tensor, targets: torch.Tensor, logits: torch.Tensor,
+                 codec: ActionTokenizer) -> HeadOutput:
     """Cross-entropy of the supervised positions' logits (S, V) against their targets (S,), with `token_metrics`."""
     loss = F.cross_entropy(predictions.float(), targets)
     with torch.no_grad():

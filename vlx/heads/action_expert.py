@@ -25,7 +25,8 @@ from transformers.activations import ACT2FN
 from vlx.errors import ConfigError
 
 
-def sincos_time_embedding(time: torch.Tensor, width: int, min_period: float = 4e-3, max_period: float = 4.0) -> torch.Tensor:
+def sincos_time_embedding(time: torch.Tensor, width: int, min_period: float = 4e-3,
+                          max_period: float = 4.0) -> torch.Tensor:
     """pi0's `posemb_sincos`: (B,) times in [0, 1] → (B, width) = [sin, cos] at periods min..max (geometric)."""
     if width % 2:
         raise ConfigError(f"head.expert_width={width}: the sin-cos time embedding needs an even width")
@@ -134,6 +135,6 @@ class ActionExpert(nn.Module):
         positions = real.sum(-1, keepdim=True) + torch.arange(steps, device=noisy.device)[None]  # (B, K)
         visible = torch.cat([real, real.new_ones(batch, steps)], dim=1)  # (B, Lp + K)
         mask = visible[:, None, None, :].expand(-1, 1, steps, -1)  # (B, 1, K, Lp + K): True = attend
-        for layer, kv in zip(self.layers, prefix_kv):
+        for layer, kv in zip(self.layers, prefix_kv, strict=True):
             x = layer(x, kv, mask, positions, rotate)
         return self.action_out_proj(self.norm(x)).float()  # (B, K, A)

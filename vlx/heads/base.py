@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlx.errors import ConfigError, DataError
-from vlx.llm.prompts import IGNORE_INDEX
 from vlx.heads.instruction import check_instruction_rule, vla_question
+from vlx.llm.prompts import IGNORE_INDEX
 
 
 @dataclass
@@ -46,7 +46,8 @@ class ActionSequence:
     slots: list[bool]
 
 
-def supervised_positions(logits: torch.Tensor, labels: torch.Tensor, sample_ids: list[str] | None) -> tuple[torch.Tensor, torch.Tensor]:
+def supervised_positions(logits: torch.Tensor, labels: torch.Tensor,
+                         sample_ids: list[str] | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits (S, V) and target ids (S,) of the S positions that carry a label; none at all is an error."""
     targets = labels[:, 1:]  # (B, L-1): token t is predicted at position t-1
     supervised = targets != IGNORE_INDEX  # (B, L-1)

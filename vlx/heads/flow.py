@@ -8,10 +8,11 @@ pure noise and the target velocity u = noise - actions (MSE on the real steps); 
 (periods 4e-3 to 4) concatenated with the projected noisy actions, then Linear → swish → Linear; inference by
 `num_steps` Euler steps from t = 1 to 0 (dt = -1/num_steps, default 10). Changed: the state is a token of the
 prefix (vlx's `proprio` projector, as SmolVLA does) rather than a suffix token; the prefix is the LLM's usual
-causal pass (pi0's prefix attends bidirectionally); decoding starts every sample from the same noise, drawn from a generator seeded
-with `sample_seed`, so a policy gives the same chunk for the same observation whatever else is in the batch. Metrics: `flow_mse` (the loss) and,
-in training, `action_l1_onestep` (the chunk read off one step, actions ≈ x_t - t·v); in evaluation `action_l1`
-of the fully integrated chunk (normalised units).
+causal pass (pi0's prefix attends bidirectionally); decoding starts every sample from the same noise, drawn
+from a generator seeded with `sample_seed`, so a policy gives the same chunk for the same observation
+whatever else is in the batch. Metrics: `flow_mse` (the loss) and, in training, `action_l1_onestep` (the
+chunk read off one step, actions ≈ x_t - t·v); in evaluation `action_l1` of the fully integrated chunk
+(normalised units).
 """
 
 from __future__ import annotations
@@ -29,17 +30,18 @@ from vlx.heads.one_pass import mask_positions
 from vlx.registry import HEADS
 
 
-def prefix_cache(llm: nn.Module, embeds: torch.Tensor, attention_mask: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def prefix_cache(llm: nn.Module, embeds: torch.Tensor,
+                 attention_mask: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """One causal LLM pass over the prefix; its per-layer keys and values, each (B, Hkv, Lp, hd)."""
-    out = llm.decoder()(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=mask_positions(attention_mask),
-                        use_cache=True)
+    out = llm.decoder()(inputs_embeds=embeds, attention_mask=attention_mask,
+                        position_ids=mask_positions(attention_mask), use_cache=True)
     cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
     if cache is None:
         return []
     layers = getattr(cache, "layers", None)
     if layers is not None:  # transformers >= 4.56: one CacheLayer per decoder layer
         return [(layer.keys, layer.values) for layer in layers if getattr(layer, "keys", None) is not None]
-    return list(zip(cache.key_cache, cache.value_cache))
+    return list(zip(cache.key_cache, cache.value_cache, strict=False))
 
 
 @HEADS.register("flow-matching")
@@ -86,7 +88,8 @@ class FlowMatchingHead(ActionHead):
             if self.training:
                 metrics["action_l1_onestep"] = masked_l1(noisy - t * velocity, target, real)
             else:
-                metrics["action_l1"] = masked_l1(self._integrate(kv, mask, rotate, batch_size, embeds.device), target, real)
+                metrics["action_l1"] = masked_l1(self._integrate(kv, mask, rotate, batch_size, embeds.device),
+                                                 target, real)
         return HeadOutput(loss, None, metrics)
 
     def _integrate(self, kv: list[tuple[torch.Tensor, torch.Tensor]], mask: torch.Tensor, rotate: Any, batch_size: int,

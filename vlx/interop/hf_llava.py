@@ -21,8 +21,13 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 from transformers import (
-    AutoImageProcessor, AutoTokenizer, CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration,
-    LlavaImageProcessor, LlavaProcessor,
+    AutoImageProcessor,
+    AutoTokenizer,
+    CLIPVisionConfig,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaImageProcessor,
+    LlavaProcessor,
 )
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 

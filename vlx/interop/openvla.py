@@ -95,8 +95,8 @@ def prompt_node(config: dict[str, Any], root: Path) -> dict[str, Any]:
     """Prismatic's prompt builder for the LLM; OpenVLA's pure prompt ends with the `▁` token it appends."""
     backbone = config["llm_backbone_id"]
     if config["model_type"] == "prismatic" and not backbone.endswith("-pure"):
-        names = {"vicuna": "prismatic-vicuna", "llama2": "prismatic-llama2-chat", "mistral": "prismatic-mistral-instruct",
-                 "phi": "phi"}
+        names = {"vicuna": "prismatic-vicuna", "llama2": "prismatic-llama2-chat",
+                 "mistral": "prismatic-mistral-instruct", "phi": "phi"}
         name = next((n for prefix, n in names.items() if backbone.startswith(prefix)), None)
         if name is None:
             raise CheckpointError(f"{root}/config.json: no vlx prompt format for llm_backbone_id={backbone!r}")

@@ -87,7 +87,8 @@ def check_tensors(
         return
     problems = []
     if missing:
-        problems.append(f"{len(missing)} missing: " + _listed([f"{n} (expected {tuple(expected[n])})" for n in missing]))
+        problems.append(f"{len(missing)} missing: "
+                        + _listed([f"{n} (expected {tuple(expected[n])})" for n in missing]))
     if wrong:
         described = [f"{n} is {tuple(found[n].shape)}, expected {tuple(expected[n])}" for n in wrong]
         problems.append(f"{len(wrong)} with the wrong shape: " + _listed(described))

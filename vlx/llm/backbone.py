@@ -99,7 +99,8 @@ class HFCausalLM(nn.Module):
         rows = self.model.get_input_embeddings().weight.shape[0]
         if len(self.tokenizer) > rows:
             multiple = self.pad_vocab_to_multiple_of
-            self.model.resize_token_embeddings(math.ceil(len(self.tokenizer) / multiple) * multiple, mean_resizing=False)
+            self.model.resize_token_embeddings(math.ceil(len(self.tokenizer) / multiple) * multiple,
+                                               mean_resizing=False)
 
     def add_tokens(self, tokens: list[str]) -> list[int]:
         """Ids of `tokens`, added to the tokenizer (as special tokens) and the embeddings when missing."""
@@ -115,7 +116,8 @@ class HFCausalLM(nn.Module):
         """Recompute decoder activations in the backward pass (less memory, ~30% more compute)."""
         model = self.model
         if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x names
-            enable, disable, key = model.activation_checkpointing_enable, model.activation_checkpointing_disable, "activation"
+            enable, disable, key = (model.activation_checkpointing_enable, model.activation_checkpointing_disable,
+                                    "activation")
         else:
             enable, disable, key = model.gradient_checkpointing_enable, model.gradient_checkpointing_disable, "gradient"
         if enabled:
@@ -135,7 +137,8 @@ class HFCausalLM(nn.Module):
         return out.logits  # (B, L, V)
 
     def decoder(self) -> nn.Module:
-        """The transformer without its output layer (e.g. `LlamaModel`); its outputs are the final-norm hidden states."""
+        """The transformer without its output layer (e.g. `LlamaModel`); its outputs are the final-norm hidden
+        states."""
         return self.model.get_decoder()
 
     def output_layer(self) -> nn.Module:

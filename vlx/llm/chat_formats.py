@@ -3,9 +3,9 @@
 Each renders the same text as the model's own chat template (Prismatic's builders for `phi`) and marks
 each assistant answer plus its end marker as the loss target; the whole text is tokenised at once, as a
 chat template is applied. (Prismatic's own builders, token-exact with its training code, are in
-`prismatic_formats.py`.) The exact templates are in each class's docstring; `{eos}` is the tokenizer's EOS string (`</s>` for Llama/Mistral,
-`<|endoftext|>` for Phi-2, `<|im_end|>` for Qwen chat tokenizers). BOS before the first turn is added by
-`PromptFormat.encode`, never rendered.
+`prismatic_formats.py`.) The exact templates are in each class's docstring; `{eos}` is the tokenizer's EOS
+string (`</s>` for Llama/Mistral, `<|endoftext|>` for Phi-2, `<|im_end|>` for Qwen chat tokenizers). BOS
+before the first turn is added by `PromptFormat.encode`, never rendered.
 
 Span boundaries: where a template has a space between the role tag and the answer (`Out: {answer}`,
 `[/INST] {answer}`), the space starts the *target* segment, as in `vicuna`. SentencePiece/Metaspace and

@@ -44,7 +44,8 @@ def llava_message(text: str) -> str:
     """
     markers = text.count(IMAGE_MARKER)
     if markers > 1:
-        raise DataError(f"found {markers} image slots in one message; expected one '<image>' marker", kind="image-marker")
+        raise DataError(f"found {markers} image slots in one message; expected one '<image>' marker",
+                        kind="image-marker")
     if not markers:
         return text
     return f"{IMAGE_MARKER}\n{text.replace(IMAGE_MARKER, '').strip()}".strip()

@@ -75,7 +75,8 @@ class PrismaticVicunaFormat(PrismaticSystemFormat):
 
 @PROMPT_FORMATS.register("prismatic-llama2-chat")
 class PrismaticLlama2ChatFormat(PrismaticSystemFormat):
-    """Prismatic's LLaMa2ChatPromptBuilder: `[INST] <<SYS>\\n{system}\\n<</SYS>>\\n\\n{msg} [/INST] {answer}{eos}[INST] ...`."""
+    """Prismatic's LLaMa2ChatPromptBuilder:
+    `[INST] <<SYS>\\n{system}\\n<</SYS>>\\n\\n{msg} [/INST] {answer}{eos}[INST] ...`."""
 
     DEFAULT_SYSTEM = LLAMA2_SYSTEM
 

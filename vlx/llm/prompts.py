@@ -73,12 +73,14 @@ class PromptFormat(ABC):
         except DataError as exc:
             raise DataError(f"sample {sample_id}: {exc}", kind=exc.kind) from exc
         if self.image_placement == "after-bos":
-            segments = [Segment(s.text.replace(IMAGE_MARKER + "\n", "").replace(IMAGE_MARKER, ""), s.target) for s in segments]
+            segments = [Segment(s.text.replace(IMAGE_MARKER + "\n", "").replace(IMAGE_MARKER, ""), s.target)
+                        for s in segments]
         image_id = tokenizer.convert_tokens_to_ids(IMAGE_MARKER)
         ids: list[int] = []
         labels: list[int] = []
         for piece in self.pieces(segments):
-            piece_ids, piece_labels = ([image_id], [IGNORE_INDEX]) if piece is None else tokenize_piece(piece, tokenizer)
+            piece_ids, piece_labels = (([image_id], [IGNORE_INDEX]) if piece is None
+                                       else tokenize_piece(piece, tokenizer))
             ids += piece_ids
             labels += piece_labels
         prefix = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
@@ -88,7 +90,8 @@ class PromptFormat(ABC):
         n_slots = ids.count(image_id)
         if n_slots != int(has_image):
             expected = f"one '{IMAGE_MARKER}' marker" if has_image else f"no '{IMAGE_MARKER}' marker (it has no image)"
-            raise DataError(f"sample {sample_id}: found {n_slots} image slots; expected {expected}", kind="image-marker")
+            raise DataError(f"sample {sample_id}: found {n_slots} image slots; expected {expected}",
+                            kind="image-marker")
         return EncodedPrompt(ids, labels)
 
     def pieces(self, segments: list[Segment]) -> list[list[Segment] | None]:
@@ -122,7 +125,8 @@ class PromptFormat(ABC):
 
 
 def tokenize_piece(segments: list[Segment], tokenizer: Any) -> tuple[list[int], list[int]]:
-    """Ids and labels of one piece tokenised on its own (no special tokens added, the dummy prefix as the tokenizer does).
+    """Ids and labels of one piece tokenised on its own (no special tokens added, the dummy prefix as the
+    tokenizer does).
 
     A token is labelled when its character span overlaps a target segment; a zero-width token (a lone
     dummy-prefix `▁`) when it sits at or inside a target.

@@ -123,7 +123,8 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        message = {404: "not found", 405: f"method {request.method[:16]} not allowed"}.get(exc.status_code, str(exc.detail))
+        message = {404: "not found", 405: f"method {request.method[:16]} not allowed"}.get(
+            exc.status_code, str(exc.detail))
         if exc.status_code == 405 and exc.headers and "Allow" in exc.headers:
             message += f"; allowed: {exc.headers['Allow']}"
         return error_response(exc.status_code, message, None, exc.headers)
@@ -148,7 +149,8 @@ def create_app(
             raise ApiError(415, "Content-Type must be application/json (UTF-8)", "Content-Type")
         nonlocal pending
         if pending >= max_pending:
-            raise ApiError(503, f"the policy is busy ({pending} requests in progress); retry later", None, {"Retry-After": "1"})
+            raise ApiError(503, f"the policy is busy ({pending} requests in progress); retry later", None,
+                           {"Retry-After": "1"})
         pending += 1
         try:
             return await predict(request)

@@ -24,7 +24,8 @@ def json_response(status: int, payload: dict[str, Any], headers: dict[str, str] 
     return Response(body.encode("ascii"), status_code=status, headers=headers, media_type="application/json")
 
 
-def error_response(status: int, message: str, field: str | None = None, headers: dict[str, str] | None = None) -> Response:
+def error_response(status: int, message: str, field: str | None = None,
+                   headers: dict[str, str] | None = None) -> Response:
     message = message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 3] + "..."
     if field is not None and len(field) > MAX_FIELD:
         field = field[: MAX_FIELD - 3] + "..."

@@ -28,7 +28,8 @@ def finite_rows(raw: Any, chunk_size: int, action_dim: int) -> list[list[float]]
             raise ValueError(f"it returned {array.size} values, expected action_dim={action_dim}")
         array = array.reshape(1, action_dim)
     elif array.shape != (chunk_size, action_dim):
-        raise ValueError(f"it returned shape {array.shape}, expected (chunk_size, action_dim)=({chunk_size}, {action_dim})")
+        raise ValueError(f"it returned shape {array.shape}, "
+                         f"expected (chunk_size, action_dim)=({chunk_size}, {action_dim})")
     rows = [[float(v) for v in row] for row in array]
     for index, row in enumerate(rows):
         if not all(math.isfinite(v) for v in row):
@@ -62,7 +63,8 @@ def chunk_size(policy: Policy) -> int:
     return size
 
 
-def call_policy(policy: Policy, inputs: Any, instruction: str, unnorm_key: str | None, state: list[float] | None) -> Any:
+def call_policy(policy: Policy, inputs: Any, instruction: str, unnorm_key: str | None,
+                state: list[float] | None) -> Any:
     """`predict_action`, given `state=` only when there is one (a model without a state input never gets it)."""
     if state is None:
         return policy.predict_action(inputs, instruction, unnorm_key)

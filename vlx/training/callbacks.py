@@ -52,5 +52,6 @@ class SampleTable(L.Callback):
                              step=trainer.global_step)
             if with_image:  # offline W&B drops table images (wandb#4611); a captioned image list survives
                 logger.log_image("val/sample_images", images=[p["image"] for p in with_image], step=trainer.global_step,
-                                 caption=[f"{p['question']} → {p['prediction']} (target: {p['target']})" for p in with_image])
+                                 caption=[f"{p['question']} → {p['prediction']} (target: {p['target']})"
+                                          for p in with_image])
         pl_module.log("val/sample_accuracy", result.accuracy)

@@ -54,7 +54,8 @@ class VlxDataModule(L.LightningDataModule):
         self.seed = int(seed)
         data = stage["data"]
         self.train_set = build_dataset(data["train"], f"{where}.data.train", model, training=True)
-        self.val_set = build_dataset(data["val"], f"{where}.data.val", model, training=False) if data.get("val") else None
+        self.val_set = (build_dataset(data["val"], f"{where}.data.val", model, training=False) if data.get("val")
+                        else None)
         self.batch_size, self.num_workers = int(stage["batch_size"]), int(stage["num_workers"])
         self.collate = Collator(model.tokenizer.pad_token_id)
 

@@ -46,7 +46,8 @@ class SignalAtStep(L.Callback):
     def __init__(self, signum: int, step: int, rank: int | None = None) -> None:
         self.signum, self.step, self.rank, self.fired = signum, step, rank, False
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
         if self.rank is not None and trainer.global_rank != self.rank:
             return
         if not self.fired and trainer.global_step == self.step:

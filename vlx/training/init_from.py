@@ -29,8 +29,8 @@ ARCHITECTURE_FIELDS = ("model_type", "hidden_size", "intermediate_size", "num_hi
 
 def _differs(where: str, part: str, what: str) -> ConfigError:
     return ConfigError(f"config key '{where}.init_from': the checkpoint's {part} is not the {part} this config "
-                       f"describes ({what}); init_from keeps the checkpoint's {part}, so pick the recipe it was trained "
-                       f"with or override {part}=...", kind="init-from-architecture")
+                       f"describes ({what}); init_from keeps the checkpoint's {part}, so pick the recipe it was "
+                       f"trained with or override {part}=...", kind="init-from-architecture")
 
 
 def architecture(spec: Any) -> Any:
@@ -47,8 +47,9 @@ def check_same_backbones(model: VisionLanguageModel, cfg: dict[str, Any], where:
     with torch.device("meta"):
         vision = VISION_BACKBONES.build(cfg["vision"], "vision", load_weights=False)
         if architecture(vision.spec()) != architecture(model.vision.spec()):
-            raise _differs(where, "vision backbone", f"{vision.spec().get('name')} vs {model.vision.spec().get('name')} "
-                                                      "or different settings")
+            raise _differs(where, "vision backbone",
+                           f"{vision.spec().get('name')} vs {model.vision.spec().get('name')} "
+                           "or different settings")
         widths = projector_widths(cfg, vision.embed_dim, model.llm.hidden_size)
         node = {key: value for key, value in cfg["projector"].items() if key not in widths}
         projector = PROJECTORS.build(node, "projector", **widths)

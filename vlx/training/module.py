@@ -14,7 +14,6 @@ from typing import Any
 
 import lightning as L
 import torch
-
 from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities import rank_zero_warn
 

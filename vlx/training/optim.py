@@ -20,7 +20,8 @@ from vlx.errors import ConfigError
 SCHEDULES = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
 
 
-def parameter_groups(named_parameters: Iterable[tuple[str, torch.nn.Parameter]], weight_decay: float) -> list[dict[str, Any]]:
+def parameter_groups(named_parameters: Iterable[tuple[str, torch.nn.Parameter]],
+                     weight_decay: float) -> list[dict[str, Any]]:
     """Trainable parameters split into a decayed group (ndim ≥ 2) and a non-decayed group."""
     decay, no_decay = [], []
     for _, param in named_parameters:
@@ -40,4 +41,5 @@ def build_schedule(optimizer: torch.optim.Optimizer, stage: Mapping[str, Any], t
     if stage["schedule"] not in SCHEDULES:
         raise ConfigError(f"config key 'stage.schedule'={stage['schedule']!r}; expected one of {', '.join(SCHEDULES)}")
     warmup = math.ceil(float(stage["warmup_ratio"]) * total_steps)
-    return get_scheduler(SCHEDULES[stage["schedule"]], optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
+    return get_scheduler(SCHEDULES[stage["schedule"]], optimizer, num_warmup_steps=warmup,
+                         num_training_steps=total_steps)

@@ -36,11 +36,12 @@ from vlx.training.lora import add_lora, merge_lora
 from vlx.training.module import VlxModule
 from vlx.training.resume import Preempted, Preemption, last_checkpoint, resume_callbacks
 from vlx.training.stages import apply_stage, reinitialise
-from vlx.training.throughput import throughput_monitor
 from vlx.training.strategies import build_strategy, gathered_weights, is_sharded, tied_aliases
+from vlx.training.throughput import throughput_monitor
 
 
-def prepare_model(cfg: dict[str, Any], stage: dict[str, Any], where: str, previous: VisionLanguageModel | None) -> VisionLanguageModel:
+def prepare_model(cfg: dict[str, Any], stage: dict[str, Any], where: str,
+                  previous: VisionLanguageModel | None) -> VisionLanguageModel:
     """The model a stage starts from, with this run's config, the stage's prompt format and freezing.
 
     Weights come from `init_from` (whose backbones must be this config's; a head or state input that differs
@@ -209,10 +210,12 @@ def run_training(config: DictConfig | dict[str, Any]) -> dict[str, Path]:
         raise ConfigError("config key 'train.stages' is empty; pick a recipe (recipe=llava-tiny) or list stages")
     for name in names:
         if name not in cfg["stages"]:
-            raise ConfigError(f"train.stages names {name!r}, but stages has only {', '.join(cfg['stages']) or 'nothing'}")
+            raise ConfigError(f"train.stages names {name!r}, but stages has only "
+                              f"{', '.join(cfg['stages']) or 'nothing'}")
         if cfg["stages"][name].get("lora") and is_sharded(cfg["trainer"].get("strategy")):
             raise ConfigError(f"stages.{name}.lora under a sharded trainer.strategy (FSDP, DeepSpeed): merging the "
-                              "adapters into the weights needs them whole; use trainer=ddp (LoRA's optimizer state is small)", kind="strategy")
+                              "adapters into the weights needs them whole; use trainer=ddp (LoRA's optimizer state "
+                              "is small)", kind="strategy")
     output_dir, resume = Path(cfg["output_dir"]), bool(cfg.get("resume", False))
     model, checkpoints = None, {}
     with Preemption() as preemption:

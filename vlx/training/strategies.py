@@ -80,13 +80,14 @@ def build_strategy(spec: str | Mapping[str, Any] | None, model: VisionLanguageMo
     if spec is None or isinstance(spec, str):
         if is_sharded(spec):
             raise ConfigError(f"{where}={spec!r}: give sharded strategies as vlx's config node (trainer=fsdp, "
-                              "trainer=deepspeed), which sets the wrap policy and gathers weights for checkpoints", kind="strategy")
+                              "trainer=deepspeed), which sets the wrap policy and gathers weights for checkpoints",
+                              kind="strategy")
         return spec or "auto"
     settings = dict(spec)
     name = settings.pop("name", None)
     if name in ("fsdp", "deepspeed") and accelerator == "cpu":
-        raise ConfigError(f"{where}.name={name} needs GPUs (Lightning runs it on CUDA only), but trainer.accelerator=cpu;"
-                          " on a CPU use trainer=ddp")
+        raise ConfigError(f"{where}.name={name} needs GPUs (Lightning runs it on CUDA only), but "
+                          "trainer.accelerator=cpu; on a CPU use trainer=ddp")
     if name == "fsdp" and world_size == 1:  # PyTorch turns FSDP into NO_SHARD there (refused just below)
         raise ConfigError(f"{where}.name=fsdp on one device has nothing to shard (trainer.devices × "
                           "trainer.num_nodes = 1); on one GPU use trainer=gpu", kind="strategy")

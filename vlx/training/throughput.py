@@ -59,7 +59,8 @@ class TrainingFlops:
     def __init__(self, model: VisionLanguageModel) -> None:
         self.num_patches = model.vision.num_patches
         self.llm_weights, self.llm_config = matmul_parameters(model.llm), model.llm.model.config
-        self.projector_weights, self.vision_weights = matmul_parameters(model.projector), matmul_parameters(model.vision)
+        self.projector_weights, self.vision_weights = (matmul_parameters(model.projector),
+                                                       matmul_parameters(model.vision))
         self.vision_attention = sum(_attention_flops(_vit_config(t), self.num_patches) for t in _towers(model.vision))
         vision, projector, llm = _trains(model.vision), _trains(model.projector), _trains(model.llm)
         self.vision_factor = 3 if vision else 1

@@ -62,7 +62,8 @@ class TimmViT(VisionBackbone):
             raise ConfigError(f"vision.model_id={model_id!r} is not a timm model (see timm.list_models())")
         hint = f"download timm/{model_id} where there is network and set vision.weights_file=FILE"
         self.model = (
-            load_pretrained(create, model_id, "vision.model_id", "timm model", hint) if use_weights else create(model_id)
+            load_pretrained(create, model_id, "vision.model_id", "timm model", hint) if use_weights
+            else create(model_id)
         )
         depth = len(self.model.blocks)
         self.block_index = feature_layer % depth if -depth <= feature_layer < depth else None

@@ -4,8 +4,9 @@
 `expand2square`: an odd difference puts the extra row or column after the image); `letterbox-prismatic`
 is Prismatic's and OpenVLA's `LetterboxPad`: `int((max - side) / 2)` on both sides, so an odd difference
 leaves a (max - 1) x max image that the shorter-side resize and centre crop then finish (each tower pads
-with its own mean, as in Prismatic's training transform); `resize-naive` warps the image to a square (Prismatic's prism models), `resize-crop` resizes the shorter
-side and centre-crops. Every image is converted to RGB first, so grayscale and RGBA files work.
+with its own mean, as in Prismatic's training transform); `resize-naive` warps the image to a square
+(Prismatic's prism models), `resize-crop` resizes the shorter side and centre-crops. Every image is
+converted to RGB first, so grayscale and RGBA files work.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ def as_rgb_image(image: Image.Image | np.ndarray) -> Image.Image:
     """An RGB PIL image from a PIL image or a uint8 array (H, W), (H, W, 3) or (H, W, 4)."""
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
-            raise DataError(f"an image array must be uint8 (H, W), (H, W, 3) or (H, W, 4); got {image.dtype} {image.shape}")
+            raise DataError(f"an image array must be uint8 (H, W), (H, W, 3) or (H, W, 4); "
+                            f"got {image.dtype} {image.shape}")
         image = Image.fromarray(image.squeeze(2) if image.ndim == 3 and image.shape[2] == 1 else image)
     return image if image.mode == "RGB" else image.convert("RGB")
 
