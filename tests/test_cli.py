@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
-
-def run_vlx(*args, cwd, env_extra=None):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "vlx", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=300)
+import pytest
+from conftest import run_vlx
 
 
 def test_info_prints_parameter_lines(tmp_path):
@@ -66,3 +62,19 @@ def test_bad_dataset_stops_training_with_one_line_naming_file_and_sample(tmp_pat
     errors = [line for line in result.stderr.splitlines() if line.startswith("vlx train: error:")]
     assert errors == [f"vlx train: error: {bad}: sample cat-7: image file {tmp_path / 'missing.png'} not found "
                       f"(image_dir={tmp_path})"]
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["data", "--help"], ["data", "check", "--help"], ["train", "--help"],
+                                  ["eval", "--help"], ["info", "-h"]], ids=" ".join)
+def test_help_answers_without_importing_torch(argv, tmp_path):
+    """Help is read often: it must not pay for torch, transformers or Hydra's composition of every group."""
+    code = (f"import sys\nfrom vlx.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit as exit:\n"
+            "    assert exit.code == 0, exit.code\n"
+            "print(sorted({'torch', 'transformers', 'lightning'} & set(sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "[]"
+    shown = result.stdout + result.stderr
+    assert "usage: vlx" in shown
+    if argv[0] in ("train", "eval", "info"):
+        assert "recipe: flow-vla-tiny, llava-tiny," in shown and "  vision: clip-vit-l," in shown

@@ -10,13 +10,10 @@ The full schedule's numbers (≥ 90 %) are recorded in the README.
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from conftest import run_vlx
 
 SHORT_SCHEDULES = {  # recipe: (overrides, required margin over the blind answer, over the blank-image control)
     "llava-tiny": (["shapes.n_train=8000", "shapes.n_val=200", "stages.finetune.epochs=4", "run_name=ci"], 0.25, 0.30),
@@ -24,14 +21,6 @@ SHORT_SCHEDULES = {  # recipe: (overrides, required margin over the blind answer
     "prismatic-tiny": (["shapes.n_train=12000", "shapes.n_val=200", "stages.finetune.epochs=3", "run_name=ci"],
                        0.30, 0.40),
 }
-
-
-def vlx(*args: str, cwd: Path, home: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "VLX_HOME": str(home)}
-    result = subprocess.run([sys.executable, "-m", "vlx", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                            timeout=1200)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
 
 
 def numbers(output: str) -> dict[str, float]:
@@ -42,7 +31,8 @@ def numbers(output: str) -> dict[str, float]:
 @pytest.mark.parametrize("recipe, stages", [("llava-tiny", ["align", "finetune"]), ("prismatic-tiny", ["finetune"])])
 def test_tiny_recipe_learns_to_use_the_image(recipe, stages, tmp_path):
     overrides, over_chance, over_blank = SHORT_SCHEDULES[recipe]
-    demo = vlx("demo", f"recipe={recipe}", *overrides, cwd=tmp_path, home=tmp_path / "home")
+    demo = run_vlx("demo", f"recipe={recipe}", *overrides, cwd=tmp_path, home=tmp_path / "home", timeout=1200,
+                   check=True)
     result = numbers(demo.stdout)
     chance, accuracy, blank = result["chance"], result["accuracy"], result["blank_accuracy"]
     assert accuracy >= chance + over_chance, demo.stdout[-2000:]
@@ -60,7 +50,7 @@ def test_tiny_recipe_learns_to_use_the_image(recipe, stages, tmp_path):
     assert tables and json.loads(tables[0].read_text())["columns"] == ["image", "question", "target", "prediction"]
     assert list((finetune_media / "images" / "val").glob("sample_images_*.png"))
 
-    evaluated = vlx("eval", f"checkpoint={run / 'checkpoints' / 'finetune'}", "run_name=ci-eval",
-                    cwd=tmp_path, home=tmp_path / "home")
+    evaluated = run_vlx("eval", f"checkpoint={run / 'checkpoints' / 'finetune'}", "run_name=ci-eval",
+                        cwd=tmp_path, home=tmp_path / "home", timeout=1200, check=True)
     again = numbers(evaluated.stdout)
     assert again["accuracy"] == accuracy and again["blank_accuracy"] == blank

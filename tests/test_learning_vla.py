@@ -16,8 +16,8 @@ import json
 from pathlib import Path
 
 import pytest
-
-from tests.test_learning import numbers, vlx
+from conftest import run_vlx
+from test_learning import numbers
 
 SHORT = ["stages.vla.epochs=4", "rollout.episodes=20", "rollout.videos=2", "eval.demos_limit=256", "run_name=ci"]
 # The scene stage keeps its full schedule: shorter ones (1,000 demos × 4 epochs) never reached the point where the
@@ -32,7 +32,7 @@ SUCCESS_MARGIN = 0.4  # closed-loop success over the language-blind control (mea
 def openvla_tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, float]]:
     """The shortened openvla-tiny demo: its directory and the numbers it printed."""
     root = tmp_path_factory.mktemp("vla")
-    demo = vlx("demo", "recipe=openvla-tiny", *SHORT, cwd=root, home=root / "home")
+    demo = run_vlx("demo", "recipe=openvla-tiny", *SHORT, cwd=root, home=root / "home", timeout=1200, check=True)
     return root, {**numbers(demo.stdout), "stdout": demo.stdout}
 
 
@@ -75,12 +75,14 @@ EPISODES = 20
 def test_chunked_heads_read_the_instruction(openvla_tiny, recipe: str) -> None:
     root, _ = openvla_tiny
     scene = root / "runs" / "ci" / "checkpoints" / "scene"
-    train = vlx("train", f"recipe={recipe}", "train.stages=[vla]", f"stages.vla.init_from={scene}", *CHUNKED[recipe],
-                f"run_name={recipe}", "logger=none", cwd=root, home=root / "home")
+    train = run_vlx("train", f"recipe={recipe}", "train.stages=[vla]", f"stages.vla.init_from={scene}",
+                    *CHUNKED[recipe], f"run_name={recipe}", "logger=none", cwd=root, home=root / "home", timeout=1200,
+                    check=True)
     assert "new head and proprio (fresh weights" in train.stdout
     checkpoint = root / "runs" / recipe / "checkpoints" / "vla"
-    evaluation = vlx("eval", f"checkpoint={checkpoint}", f"rollout.episodes={EPISODES}", "rollout.videos=0",
-                     "eval.demos_limit=128", f"run_name={recipe}-eval", "logger=none", cwd=root, home=root / "home")
+    evaluation = run_vlx("eval", f"checkpoint={checkpoint}", f"rollout.episodes={EPISODES}", "rollout.videos=0",
+                         "eval.demos_limit=128", f"run_name={recipe}-eval", "logger=none", cwd=root, home=root / "home",
+                         timeout=1200, check=True)
     result = numbers(evaluation.stdout)
     shown = evaluation.stdout[-2000:]
     assert result["success_rate"] >= result["blind_success_rate"] + SUCCESS_MARGIN, shown

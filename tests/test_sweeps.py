@@ -9,21 +9,13 @@ the sweep and carry their swept values as tags, and that the Optuna sweeper gets
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_vlx
 from omegaconf import OmegaConf
 
 PROJECTORS = ("linear", "mlp", "fused-mlp")
-
-
-def run_vlx(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
-    return subprocess.run([sys.executable, "-m", "vlx", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=600)
 
 
 @pytest.fixture(scope="module")

@@ -11,31 +11,15 @@ every part from its architecture config alone — with `torch.device("meta")` th
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import DictConfig
 
+from vlx.config import to_plain
 from vlx.errors import ConfigError
 from vlx.model import VisionLanguageModel
 from vlx.registry import HEADS, LLM_BACKBONES, PROJECTORS, PROMPT_FORMATS, PROPRIO_PROJECTORS, VISION_BACKBONES
-
-
-def to_plain(cfg: Any) -> Any:
-    """A resolved plain (dict/list) copy of a possibly OmegaConf config node."""
-    if isinstance(cfg, (DictConfig, ListConfig)):
-        try:
-            return OmegaConf.to_container(cfg, resolve=True)
-        except OmegaConfBaseException as exc:  # e.g. a mandatory `???` value left unset
-            key = getattr(exc, "full_key", None) or "?"
-            missing = re.search(r"Missing mandatory value: ([\w.]+)", str(exc))
-            if missing:
-                raise ConfigError(f"config key '{missing[1]}' (used by '{key}') must be set: add {missing[1]}=... "
-                                  "to the command line", kind="missing-value") from None
-            raise ConfigError(f"config key '{key}': {str(exc).splitlines()[0]}") from None
-    return dict(cfg) if isinstance(cfg, Mapping) else cfg
 
 
 def projector_widths(config: Mapping[str, Any], vision_dim: int, llm_dim: int) -> dict[str, int]:

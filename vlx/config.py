@@ -8,13 +8,15 @@ the CLI's Hydra apps use the same registration and config directory.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.errors import HydraException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from vlx.errors import ConfigError
@@ -48,3 +50,18 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
             lines = str(exc).split("Config search path")[0].split("\n")
             reason = " ".join(line.strip() for line in lines if line.strip()) or type(exc).__name__
             raise ConfigError(f"cannot compose the config from {' '.join(overrides) or 'defaults'}: {reason}") from None
+
+
+def to_plain(cfg: Any) -> Any:
+    """A resolved plain (dict/list) copy of a possibly OmegaConf config node."""
+    if isinstance(cfg, (DictConfig, ListConfig)):
+        try:
+            return OmegaConf.to_container(cfg, resolve=True)
+        except OmegaConfBaseException as exc:  # e.g. a mandatory `???` value left unset
+            key = getattr(exc, "full_key", None) or "?"
+            missing = re.search(r"Missing mandatory value: ([\w.]+)", str(exc))
+            if missing:
+                raise ConfigError(f"config key '{missing[1]}' (used by '{key}') must be set: add {missing[1]}=... "
+                                  "to the command line", kind="missing-value") from None
+            raise ConfigError(f"config key '{key}': {str(exc).splitlines()[0]}") from None
+    return dict(cfg) if isinstance(cfg, Mapping) else cfg

@@ -10,14 +10,13 @@ single process's token-mean loss (DDP averages gradients over ranks, not over to
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_vlx
 from safetensors.torch import load_file
 
 STEPS, GLOBAL_BATCH = 2, 8
@@ -34,9 +33,7 @@ def ddp_args(vlx_home: Path, shapes_root: Path, data: Path, devices: int, name: 
 
 
 def run(tmp_path: Path, args: list[str], fault: str | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", **({"VLX_FAULT": fault} if fault else {})}
-    return subprocess.run([sys.executable, "-m", "vlx", *args], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=300)
+    return run_vlx(*args, cwd=tmp_path, env_extra={"VLX_FAULT": fault} if fault else None, timeout=300)
 
 
 def train(tmp_path: Path, vlx_home: Path, shapes_root: Path, data: Path, devices: int, name: str) -> Path:

@@ -7,6 +7,7 @@ checkpoint) is printed as one line naming what was wrong and where, with exit st
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Callable
 
@@ -29,14 +30,18 @@ recipes: {recipes}
 """
 
 
-def commands() -> dict[str, Callable[[list[str]], None]]:
-    from vlx.cli import bench, data, demo, hydra_apps, interop, serve
+COMMANDS = {  # command → (module, function); only the command that runs is imported (`vlx --help` needs no torch)
+    "train": ("vlx.cli.hydra_apps", "train"), "eval": ("vlx.cli.hydra_apps", "evaluate"),
+    "info": ("vlx.cli.hydra_apps", "info"), "data": ("vlx.cli.data", "main"), "demo": ("vlx.cli.demo", "main"),
+    "serve": ("vlx.cli.serve", "main"), "import": ("vlx.cli.interop", "import_main"),
+    "export": ("vlx.cli.interop", "export_main"), "bench": ("vlx.cli.bench", "main"),
+}
 
-    return {
-        "train": hydra_apps.train, "eval": hydra_apps.evaluate, "info": hydra_apps.info,
-        "data": data.main, "demo": demo.main, "serve": serve.main,
-        "import": interop.import_main, "export": interop.export_main, "bench": bench.main,
-    }
+
+def command(name: str) -> Callable[[list[str]], None]:
+    """The function that runs `vlx NAME ARGS`."""
+    module, function = COMMANDS[name]
+    return getattr(importlib.import_module(module), function)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -45,14 +50,13 @@ def main(argv: list[str] | None = None) -> None:
     from vlx.errors import VlxError
 
     args = list(sys.argv[1:] if argv is None else argv)
-    table = commands()
-    if not args or args[0] in ("-h", "--help", "help") or args[0] not in table:
+    if not args or args[0] in ("-h", "--help", "help") or args[0] not in COMMANDS:
         if args and args[0] not in ("-h", "--help", "help"):
             print(f"vlx: unknown command {args[0]!r}", file=sys.stderr)
         print(USAGE.format(recipes=", ".join(recipe_names())), file=sys.stderr)
         raise SystemExit(0 if args and args[0] in ("-h", "--help", "help") else 2)
     try:
-        table[args[0]](args[1:])
+        command(args[0])(args[1:])
     except VlxError as exc:
         message = str(exc)
         if "Original Traceback" in message:  # re-raised from a DataLoader worker: keep the original message

@@ -13,9 +13,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from vlx.builder import to_plain
 from vlx.cli import data_check
-from vlx.config import compose, with_recipe
+from vlx.config import compose, to_plain, with_recipe
 
 
 def recipe_defaults(recipe: str, key: str) -> dict[str, Any]:

@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import h5py
-import torch
 from omegaconf import DictConfig, OmegaConf
 
-from vlx.builder import build_model, to_plain
-from vlx.config import compose, with_recipe
-from vlx.data.check import CheckReport, check_llava_json, check_robomimic
+from vlx.config import compose, to_plain, with_recipe
 from vlx.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from vlx.data.check import CheckReport
 
 
 def add_parser(sub: Any) -> None:
@@ -60,6 +59,11 @@ def _llava_stage(config: DictConfig, stage: str | None) -> str:
 
 def check_json(args: argparse.Namespace) -> CheckReport:
     """Check a LLaVA JSON file with the tokenizer, prompt format and image tokens of the configured model."""
+    import torch
+
+    from vlx.builder import build_model
+    from vlx.data.check import check_llava_json
+
     config = compose(with_recipe(args.overrides))
     stage = _llava_stage(config, args.stage)
     cfg = {key: to_plain(config[key]) for key in ("vision", "projector", "llm", "head")}
@@ -87,6 +91,10 @@ def observation_keys(args: argparse.Namespace) -> tuple[list[str], list[str] | N
 
 def run(args: argparse.Namespace) -> None:
     """Check the file, print the summary, exit 1 when there are problems."""
+    import h5py  # here, not at import: `vlx data --help` stays fast
+
+    from vlx.data.check import check_robomimic
+
     path = Path(args.path).expanduser()
     if not path.is_file():
         raise DataError(f"{path}: no such file; expected a LLaVA .json file or a robomimic .hdf5 file",
