@@ -39,7 +39,7 @@ def source(path: Path, split: str, **extra) -> dict:
 def test_samples_supervise_exactly_the_action_tokens_and_eos(vla, demos: Path) -> None:
     data = build_dataset(source(demos, "train"), "data.train", vla, training=True)
     item = data[0]
-    codec, eos = vla.head.tokenizer, vla.tokenizer.eos_token_id
+    codec, eos = vla.head.codec, vla.tokenizer.eos_token_id
     labels, ids = item["labels"], item["input_ids"]
     supervised = labels != IGNORE_INDEX
     assert supervised.sum() == 4 and supervised[-4:].all()  # 3 action tokens + EOS, at the end

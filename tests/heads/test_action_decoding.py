@@ -43,7 +43,7 @@ def full_logits_greedy(lm, embeds: torch.Tensor, first: int, top: int, steps: in
 
 
 def test_fast_path_runs_the_decoder_and_equals_full_logits(tiny_vla) -> None:
-    vla, codec = tiny_vla, tiny_vla.head.tokenizer
+    vla, codec = tiny_vla, tiny_vla.head.codec
     sharpen(vla)
     lm = vla.llm.model
     module, _ = action_scorer(lm, codec.first_id, codec.top_id)
@@ -56,7 +56,7 @@ def test_fast_path_runs_the_decoder_and_equals_full_logits(tiny_vla) -> None:
 
 
 def test_other_output_layers_take_the_full_logits_path(tiny_vla) -> None:
-    vla, codec = tiny_vla, tiny_vla.head.tokenizer
+    vla, codec = tiny_vla, tiny_vla.head.codec
     sharpen(vla)
     lm = vla.llm.model
     embeds, mask = prompt(vla)
@@ -73,7 +73,7 @@ def test_other_output_layers_take_the_full_logits_path(tiny_vla) -> None:
 def test_lora_wrapped_lm_decodes_with_its_adapters(tiny_vla) -> None:
     from vlx.training.lora import add_lora
 
-    vla, codec = tiny_vla, tiny_vla.head.tokenizer
+    vla, codec = tiny_vla, tiny_vla.head.codec
     sharpen(vla)
     embeds, mask = prompt(vla)
     before = decode_action_tokens(vla.llm.model, embeds, mask, codec.first_id, codec.top_id, 5)

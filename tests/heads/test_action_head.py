@@ -22,25 +22,25 @@ def vla(tiny_vla):
 
 
 def test_new_tokens_are_added_once_with_consecutive_ids(vla) -> None:
-    codec = vla.head.tokenizer
+    codec = vla.head.codec
     assert codec.top_id - codec.first_id == 256
     assert vla.tokenizer.convert_ids_to_tokens(codec.first_id) == "<act_0>"
     rows = vla.llm.model.get_input_embeddings().weight.shape[0]
     assert rows >= len(vla.tokenizer) and rows % 64 == 0
     again = ActionTokenHead(action_dim=3, llm=vla.llm, tokens="new")  # tokens exist: same ids, no growth
-    assert again.tokenizer.first_id == codec.first_id
+    assert again.codec.first_id == codec.first_id
     assert vla.llm.model.get_input_embeddings().weight.shape[0] == rows
 
 
 def test_reuse_last_uses_the_base_vocabulary(tiny_cfg: dict) -> None:
     model = build_model({**tiny_cfg, "head": {"name": "action-tokens", "action_dim": 7}, "prompt": {"name": "pure"}})
-    assert model.head.tokenizer.top_id == model.tokenizer.vocab_size
+    assert model.head.codec.top_id == model.tokenizer.vocab_size
     with pytest.raises(ConfigError, match="base_vocab_size=999"):
         ActionTokenHead(action_dim=7, llm=model.llm, base_vocab_size=999)
 
 
 def test_loss_and_metrics_cover_the_action_positions(vla) -> None:
-    codec = vla.head.tokenizer
+    codec = vla.head.codec
     eos = vla.tokenizer.eos_token_id
     vocab = vla.llm.model.get_input_embeddings().weight.shape[0]
     action_ids = [codec.first_id + 5, codec.first_id + 100, codec.first_id + 200]
@@ -74,7 +74,7 @@ def naive_constrained_greedy(model, embeds: torch.Tensor, first: int, top: int, 
 
 
 def test_cached_decoding_equals_recompute_loop_on_a_padded_batch(vla) -> None:
-    codec = vla.head.tokenizer
+    codec = vla.head.codec
     with torch.no_grad():
         for layer in vla.llm.model.model.layers:  # sharper logits so argmax ties cannot hide a bug
             layer.mlp.down_proj.weight.mul_(20)
@@ -101,7 +101,7 @@ def test_predict_action_unnormalises_with_the_selected_statistics(vla) -> None:
     stats = vla.action_stats["toy"]
     normalized = stats.normalize(batch)
     assert np.all(np.abs(normalized[:, :2]) <= 1 + 1e-6)  # normalised dims decode inside [q01, q99]
-    codec = vla.head.tokenizer
+    codec = vla.head.codec
     assert np.isclose(normalized[..., None], codec.centres, atol=1e-4).any(-1).all()  # each value is a bin centre
     vla.action_stats["other"] = stats
     with pytest.raises(ConfigError, match="unnorm_key"):
@@ -121,5 +121,5 @@ def test_checkpoint_keeps_action_tokens_and_statistics(vla, tmp_path) -> None:
     loaded = load(save_checkpoint(vla, tmp_path / "vla"))
     assert loaded.unnorm_keys == ["toy"]
     np.testing.assert_array_equal(loaded.action_stats["toy"].q99, vla.action_stats["toy"].q99)
-    assert loaded.head.tokenizer.first_id == vla.head.tokenizer.first_id
+    assert loaded.head.codec.first_id == vla.head.codec.first_id
     np.testing.assert_allclose(loaded.predict_action(image, "move to the green block"), before, atol=1e-6)

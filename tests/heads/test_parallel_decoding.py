@@ -133,7 +133,7 @@ def test_prompt_logits_do_not_change_when_slots_are_appended(model) -> None:
 
 
 def test_decode_is_the_argmax_over_the_action_tokens(model) -> None:
-    codec = model.head.tokenizer
+    codec = model.head.codec
     with torch.no_grad():
         embeds, batch = head_batch(model, [prompt_ids(model, "move to the red block")])
         hidden = model.llm.hidden_states(embeds.masked_fill(batch["action_slots"][..., None], 0.0),
@@ -149,7 +149,7 @@ def test_decode_is_the_argmax_over_the_action_tokens(model) -> None:
 def test_training_loss_covers_the_real_steps_only(model) -> None:
     from vlx.data.collate import Collator
 
-    codec = model.head.tokenizer
+    codec = model.head.codec
     chunk = np.array([[0.5, -0.5, 1.0], [0.0, 0.2, -1.0]])  # (K, A)
     prompt = prompt_ids(model, "move to the red block")
     items = []

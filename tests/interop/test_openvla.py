@@ -198,7 +198,7 @@ def test_import_config_and_stats(openvla_dir, tmp_path: Path) -> None:
     model = vlx.load(tmp_path / "ckpt")
     assert model.config["head"] == {"name": "action-tokens", "action_dim": 3, "n_bins": 256, "tokens": "reuse-last",
                                     "base_vocab_size": VOCAB_ROWS - PAD_MULTIPLE}
-    assert model.action_head.tokenizer.first_id == VOCAB_ROWS - PAD_MULTIPLE - 256
+    assert model.action_head.codec.first_id == VOCAB_ROWS - PAD_MULTIPLE - 256
     assert model.unnorm_keys == ["toy"]
     np.testing.assert_array_equal(model.action_stats["toy"].q99, np.float32([1.5, 3.5, 1.0]))
     assert model.action_stats["toy"].mask.tolist() == [True, True, False]

@@ -43,28 +43,38 @@ class ColourPolicy:
 
     action_dim = 5
 
-    def __init__(self, unnorm_keys: tuple[str, ...] = ("bridge", "libero"), sleep_s: float = 0.05) -> None:
+    def __init__(self, unnorm_keys: tuple[str, ...] = ("bridge", "libero"), sleep_s: float = 0.05,
+                 gate: threading.Event | None = None) -> None:
         self.unnorm_keys = list(unnorm_keys)
         self.sleep_s = sleep_s
+        self.gate = gate  # with a gate, "!sleep" holds the call until the test sets it (no timing to race)
         self.calls: list[tuple[tuple[int, int], str, str | None]] = []
         self.active = self.max_active = 0
+        self.idle = threading.Event()  # set whenever no call is running
+        self.idle.set()
         self._lock = threading.Lock()
 
     def predict_action(self, image: Image.Image, instruction: str, unnorm_key: str | None = None) -> np.ndarray:
         with self._lock:
             self.active += 1
             self.max_active = max(self.max_active, self.active)
+            self.idle.clear()
         try:
             return self._predict(image, instruction, unnorm_key)
         finally:
             with self._lock:
                 self.active -= 1
+                if self.active == 0:
+                    self.idle.set()
 
     def _predict(self, image: Image.Image, instruction: str, unnorm_key: str | None) -> np.ndarray:
         assert isinstance(image, Image.Image) and image.mode == "RGB", image
         self.calls.append((image.size, instruction, unnorm_key))
         unnorm_key = resolve_unnorm_key(self.unnorm_keys, unnorm_key)
-        if instruction == "!sleep":
+        if instruction == "!sleep" and self.gate is not None:
+            if not self.gate.wait(timeout=120):
+                raise RuntimeError("the test never released the gate")
+        elif instruction == "!sleep":
             time.sleep(self.sleep_s)
         if instruction == "!crash":
             raise RuntimeError("CUDA out of memory (secret internal detail)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
+import threading
 
 import httpx
 import numpy as np
@@ -273,15 +273,17 @@ def test_policy_faults_are_500_without_internal_details(client: TestClient) -> N
 
 
 def test_timeout_is_504_and_the_server_recovers() -> None:
-    policy = ColourPolicy(sleep_s=1.5)
+    gate = threading.Event()  # the slow call is held until released: no sleep can race the timeout
+    policy = ColourPolicy(gate=gate)
     client = TestClient(create_app(policy, predict_timeout_s=0.3))
     response = client.post("/act", json=act_body(PNG_B64, "!sleep"))
     assert response.status_code == 504
     assert response.json() == {"error": "the policy did not answer within 0.3 s", "field": None}
-    # the slow call still holds the model (one call at a time): a request queued behind it times out
+    # the held call still holds the model (one call at a time): a request queued behind it times out
     # too, and its call is dropped, never run
     assert client.post("/act", json=act_body(PNG_B64, "queued")).status_code == 504
-    time.sleep(1.3)  # the slow call finishes
+    gate.set()
+    assert policy.idle.wait(timeout=60)  # the held call finishes
     response = client.post("/act", json=act_body(PNG_B64, "go"))
     assert response.status_code == 200 and response.json()["action"] == expected_action(RGB, "go")
     assert [call[1] for call in policy.calls] == ["!sleep", "go"]
@@ -302,12 +304,18 @@ def test_predictions_run_one_at_a_time() -> None:
 
 
 def test_requests_beyond_max_pending_get_503_and_the_server_recovers() -> None:
-    policy = ColourPolicy(sleep_s=0.3)
+    gate = threading.Event()  # the admitted calls are held until both refusals are back
+    policy = ColourPolicy(gate=gate)
     app = create_app(policy, max_pending=2)
 
     async def burst() -> list[httpx.Response]:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
-            return await asyncio.gather(*(client.post("/act", json=act_body(PNG_B64, "!sleep")) for _ in range(4)))
+            requests = [asyncio.create_task(client.post("/act", json=act_body(PNG_B64, "!sleep"))) for _ in range(4)]
+            pending = set(requests)
+            while len(requests) - len(pending) < 2:  # two answered while two are held: those are the refusals
+                _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            gate.set()
+            return await asyncio.gather(*requests)
 
     responses = asyncio.run(burst())
     assert sorted(r.status_code for r in responses) == [200, 200, 503, 503]

@@ -194,7 +194,6 @@ def test_fuzzed_requests_never_get_a_5xx_and_the_server_keeps_working(capsys) ->
     with capsys.disabled():
         print(f"\nfuzz: {N_REQUESTS} requests in {elapsed:.1f} s = {N_REQUESTS / elapsed:.0f} requests/s; "
               f"status counts {dict(sorted(statuses.items()))}; policy calls {len(policy.calls)}")
-    assert elapsed < 30
     # every layer was reached: auth, routing, size limit, content type, JSON, schema, image, and the policy itself
     assert {200, 400, 401, 404, 405, 413, 415, 422} <= set(statuses), statuses
     response = client.post("/act", content=VALID, headers={"X-API-Key": KEY, "content-type": "application/json"})

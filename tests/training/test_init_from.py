@@ -50,7 +50,7 @@ def test_the_same_config_keeps_everything(tiny_cfg: dict, token_vla) -> None:
     cfg = {**tiny_cfg, "head": {"name": "action-tokens", "action_dim": 3, "tokens": "new"}}
     model = prepare_model(cfg, stage(directory), "stages.vla", None)
     assert type(model.head) is type(saved.head) and model.proprio is None
-    assert model.head.tokenizer.first_id == saved.head.tokenizer.first_id
+    assert model.head.codec.first_id == saved.head.codec.first_id
 
 
 def test_different_backbones_are_an_error(tiny_cfg: dict, token_vla) -> None:

@@ -52,7 +52,7 @@ class RobomimicSamples(Dataset):
             self.instructions = {demo: json.loads(file[f"data/{demo}"].attrs["ep_meta"])["lang"]
                                  for demo in self.sequences.demos}
         self.model, self.stats = model, model.action_stats[KEY]
-        self.codec = model.action_head.tokenizer
+        self.codec = model.action_head.codec
         self.image_token_id = int(model.tokenizer.convert_tokens_to_ids(IMAGE_MARKER))
         self.prompts: dict[str, list[int]] = {}
 

@@ -37,7 +37,7 @@ UNNORM_KEY = "bench"
 
 def action_only_outputs(model: VisionLanguageModel) -> None:
     """Zero the output rows of every token but the action tokens (a trained VLA's greedy choice is one)."""
-    codec = model.action_head.tokenizer
+    codec = model.action_head.codec
     with torch.no_grad():
         head = model.llm.model.get_output_embeddings().weight  # (V, D)
         head[: codec.first_id].zero_()
@@ -68,7 +68,7 @@ def reference_predict_action(model: VisionLanguageModel, image: np.ndarray, inst
                       attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long, device=device),
                       max_new_tokens=head.action_dim, do_sample=False, pad_token_id=model.tokenizer.pad_token_id,
                       eos_token_id=model.tokenizer.eos_token_id)  # (1, action_dim): only the new tokens
-    return model.action_stats[UNNORM_KEY].unnormalize(head.tokenizer.decode(out[:, -head.action_dim:]))[0]
+    return model.action_stats[UNNORM_KEY].unnormalize(head.codec.decode(out[:, -head.action_dim:]))[0]
 
 
 def check_matches_reference(model: VisionLanguageModel, image: np.ndarray, benchmark: str) -> np.ndarray:
@@ -92,7 +92,7 @@ def prompt_embeddings(model: VisionLanguageModel, image: np.ndarray) -> tuple[to
 
 def decode_with_vlx(model: VisionLanguageModel, embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """vlx's constrained KV-cached loop from the prompt embeddings: action ids (1, action_dim)."""
-    codec = model.action_head.tokenizer
+    codec = model.action_head.codec
     return decode_action_tokens(model.llm.model, embeds, mask, codec.first_id, codec.top_id, model.action_dim)
 
 

@@ -92,14 +92,14 @@ class TokenActionHead(ActionHead):
         self.pad_id = None if tokenizer is None else int(tokenizer.pad_token_id)
 
     @property
-    def tokenizer(self) -> ActionTokenizer:
+    def codec(self) -> ActionTokenizer:
         if self.action_tokenizer is None:
             raise ConfigError("the action head was built without the LLM's tokenizer, so it has no token ids")
         return self.action_tokenizer
 
     def chunk_tokens(self, chunk: np.ndarray, mask: np.ndarray | None) -> tuple[list[int], list[int]]:
         """Token ids of a normalised chunk (K, A), step-major, and their labels (-100 on padded steps)."""
-        ids = self.tokenizer.encode(np.asarray(chunk).reshape(self.chunk_shape)).reshape(-1)  # (K·A,)
+        ids = self.codec.encode(np.asarray(chunk).reshape(self.chunk_shape)).reshape(-1)  # (K·A,)
         real = np.ones(self.chunk_size, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)  # (K,)
         labels = np.where(np.repeat(real, self.action_dim), ids, IGNORE_INDEX)  # (K·A,)
         return ids.tolist(), labels.tolist()
@@ -124,10 +124,10 @@ class ActionTokenHead(TokenActionHead):
     def score(self, logits: torch.Tensor, labels: torch.Tensor, sample_ids: list[str] | None = None) -> HeadOutput:
         """Loss and metrics of causal-LM logits (B, L, V) against labels (B, L) (-100: no loss)."""
         predictions, targets = supervised_positions(logits, labels, sample_ids)  # (S, V), (S,)
-        return token_output(predictions, targets, logits, self.tokenizer)
+        return token_output(predictions, targets, logits, self.codec)
 
     def decode(self, llm: nn.Module, embeds: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
-        codec = self.tokenizer
+        codec = self.codec
         steps = self.chunk_size * self.action_dim
         ids = decode_action_tokens(llm.model, embeds, batch["attention_mask"].to(embeds.device), codec.first_id,
                                    codec.top_id, steps)  # (B, K·A)

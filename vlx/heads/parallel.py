@@ -59,10 +59,10 @@ class ParallelActionTokenHead(TokenActionHead):
         labels = batch["labels"].to(embeds.device)[slots].reshape(logits.shape[:2])  # (B, S), no shift
         supervised = labels != IGNORE_INDEX  # (B, S)
         self.targets(batch)  # checks the chunk shape and that some step is real
-        return token_output(logits[supervised], labels[supervised], logits, self.tokenizer)  # (N, V), (N,)
+        return token_output(logits[supervised], labels[supervised], logits, self.codec)  # (N, V), (N,)
 
     def decode(self, llm: nn.Module, embeds: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
-        codec = self.tokenizer
+        codec = self.codec
         scores = self.slot_logits(llm, embeds, batch, slice(codec.first_id, codec.top_id))  # (B, S, n_bins)
         ids = scores.argmax(-1) + codec.first_id  # (B, S)
         return codec.decode_torch(ids).reshape(-1, *self.chunk_shape)  # (B, K, A)
