@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -13,19 +10,6 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-
-def run_vlx(*args: str, cwd: Path, home: Path | None = None, env_extra: Mapping[str, str] | None = None,
-            timeout: float = 600, check: bool = False) -> subprocess.CompletedProcess:
-    """`python -m vlx ARGS` as a user runs it, offline (`home`: its VLX_HOME). `check`: the exit status must be 0,
-    and the assertion shows the tail of both streams."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", **({"VLX_HOME": str(home)} if home else {}),
-           **(env_extra or {})}
-    result = subprocess.run([sys.executable, "-m", "vlx", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                            timeout=timeout)
-    if check:
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
 
 
 @pytest.fixture(scope="session")

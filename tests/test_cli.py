@@ -7,7 +7,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import run_vlx
+
+from tests.subprocess_helpers import run_vlx
 
 
 def test_info_prints_parameter_lines(tmp_path):

@@ -10,10 +10,10 @@ The full schedule's numbers (≥ 90 %) are recorded in the README.
 from __future__ import annotations
 
 import json
-import re
 
 import pytest
-from conftest import run_vlx
+
+from tests.subprocess_helpers import numbers, run_vlx
 
 SHORT_SCHEDULES = {  # recipe: (overrides, required margin over the blind answer, over the blank-image control)
     "llava-tiny": (["shapes.n_train=8000", "shapes.n_val=200", "stages.finetune.epochs=4", "run_name=ci"], 0.25, 0.30),
@@ -21,10 +21,6 @@ SHORT_SCHEDULES = {  # recipe: (overrides, required margin over the blind answer
     "prismatic-tiny": (["shapes.n_train=12000", "shapes.n_val=200", "stages.finetune.epochs=3", "run_name=ci"],
                        0.30, 0.40),
 }
-
-
-def numbers(output: str) -> dict[str, float]:
-    return {key: float(value) for key, value in re.findall(r"^(\w+(?:\[\w+\])?)=([0-9.]+)$", output, re.MULTILINE)}
 
 
 @pytest.mark.slow

@@ -16,8 +16,8 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import run_vlx
-from test_learning import numbers
+
+from tests.subprocess_helpers import numbers, run_vlx
 
 SHORT = ["stages.vla.epochs=4", "rollout.episodes=20", "rollout.videos=2", "eval.demos_limit=256", "run_name=ci"]
 # The scene stage keeps its full schedule: shorter ones (1,000 demos × 4 epochs) never reached the point where the

@@ -13,8 +13,8 @@ import json
 import lightning as L
 import pytest
 import torch
-from test_cli import run_vlx
 
+from tests.subprocess_helpers import run_vlx
 from vlx.checkpoint import save_checkpoint
 from vlx.training.datamodule import VlxDataModule
 from vlx.training.epoch_sampler import EpochSampler

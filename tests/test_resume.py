@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_cli import run_vlx
 
+from tests.subprocess_helpers import run_vlx
 from vlx.training.atomic_io import AtomicCheckpointIO
 
 pytestmark = pytest.mark.slow

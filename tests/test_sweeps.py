@@ -12,8 +12,9 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import run_vlx
 from omegaconf import OmegaConf
+
+from tests.subprocess_helpers import run_vlx
 
 PROJECTORS = ("linear", "mlp", "fused-mlp")
 

@@ -19,6 +19,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from vlx.config_schema import check_config, unknown_key_error
 from vlx.errors import ConfigError
 from vlx.paths import conf_dir, recipes_dir
 
@@ -45,11 +46,26 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
     register_recipes()
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         try:
-            return hydra_compose(config_name="config", overrides=list(overrides), return_hydra_config=False)
+            cfg = hydra_compose(config_name="config", overrides=list(overrides), return_hydra_config=False)
         except (HydraException, OmegaConfBaseException) as exc:
-            lines = str(exc).split("Config search path")[0].split("\n")
-            reason = " ".join(line.strip() for line in lines if line.strip()) or type(exc).__name__
-            raise ConfigError(f"cannot compose the config from {' '.join(overrides) or 'defaults'}: {reason}") from None
+            raise composition_error(exc, overrides) from None
+    check_config(cfg)
+    return cfg
+
+
+def composition_error(exc: Exception, overrides: Sequence[str]) -> ConfigError:
+    """Hydra's multi-line composition error as one line; an override of a key that does not exist names the
+    closest key that does (`stages.finetune.lrr=1e-3` → did you mean 'lr'?)."""
+    cause = exc.__cause__ if exc.__cause__ is not None else exc
+    full_key, parent = getattr(cause, "full_key", None), getattr(cause, "parent_node", None)
+    if full_key and isinstance(parent, DictConfig) and "not in struct" in str(cause):
+        parent_key = full_key.rpartition(".")[0]
+        what = "stage" if parent_key.startswith("stages.") and parent_key.count(".") == 1 else \
+            (f"'{parent_key}'" if parent_key else "top-level")
+        return unknown_key_error(str(full_key), [str(key) for key in parent if key != "hydra"], what)
+    lines = str(exc).split("Config search path")[0].split("\n")
+    reason = " ".join(line.strip() for line in lines if line.strip()) or type(exc).__name__
+    return ConfigError(f"cannot compose the config from {' '.join(overrides) or 'defaults'}: {reason}")
 
 
 def to_plain(cfg: Any) -> Any:

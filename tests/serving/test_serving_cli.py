@@ -43,8 +43,9 @@ def test_chunk_execution_options() -> None:
 def test_unknown_key_is_a_config_error_listing_the_accepted_keys() -> None:
     with pytest.raises(ConfigError) as error:
         parse_args(["checkpoint=c", "hots=0.0.0.0"], environ={})
-    assert str(error.value) == ("unknown key 'hots'; vlx serve accepts: checkpoint=, host=, port=, api_key=, device=, "
-                                "predict_timeout_s=, limit_concurrency=, execute_steps=, ensemble=, ensemble_weight=")
+    assert str(error.value) == ("unknown key 'hots'; did you mean 'host'?; vlx serve accepts: checkpoint=, host=, "
+                                "port=, api_key=, device=, predict_timeout_s=, limit_concurrency=, execute_steps=, "
+                                "ensemble=, ensemble_weight=")
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -129,7 +130,8 @@ def test_vlx_serve_reports_a_bad_argument_as_one_line(capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["serve", "checkpoint=c", "prot=80"])
     assert exit_info.value.code == 2
-    assert capsys.readouterr().err.startswith("vlx serve: error: unknown key 'prot'; vlx serve accepts: checkpoint=,")
+    assert capsys.readouterr().err.startswith(
+        "vlx serve: error: unknown key 'prot'; did you mean 'port'?; vlx serve accepts: checkpoint=,")
 
 
 def test_execute_steps_beyond_the_chunk_is_one_line_at_start_up(monkeypatch: pytest.MonkeyPatch, capsys) -> None:

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_vlx
 from safetensors.torch import load_file
+
+from tests.subprocess_helpers import run_vlx
 
 STEPS, GLOBAL_BATCH = 2, 8
 

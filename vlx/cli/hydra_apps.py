@@ -15,10 +15,13 @@ from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
-from vlx.config import recipe_names, register_recipes
+from vlx.config import composition_error, recipe_names, register_recipes
+from vlx.config_schema import check_config
 from vlx.errors import ConfigError, VlxError
 from vlx.paths import conf_dir
 
@@ -76,18 +79,26 @@ def run_hydra(task: Callable[[DictConfig], Any], argv: list[str], prog: str, ext
 
     def guarded(cfg: DictConfig) -> Any:
         try:
+            check_config(cfg)
             return task(cfg)
         except VlxError as exc:
             raise _Escaped(exc) from None
 
-    saved = sys.argv
+    saved, saved_full_error = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
     sys.argv = [prog, *argv, f"hydra.job.name={prog.split()[-1]}", *extra]
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # composition errors reach vlx, which prints them as one line
     try:
         hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")(guarded)()
     except _Escaped as escaped:
         raise escaped.error from None
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise composition_error(exc, argv) from None
     finally:
         sys.argv = saved
+        if saved_full_error is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = saved_full_error
 
 
 def label_sweep_job(cfg: DictConfig, hydra_cfg: Any) -> None:

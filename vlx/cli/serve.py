@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from vlx.config_schema import closest
 from vlx.errors import ConfigError, VlxError
 
 ACCEPTED = ("checkpoint", "host", "port", "api_key", "device", "predict_timeout_s", "limit_concurrency",
@@ -54,7 +55,7 @@ def parse_args(argv: list[str], environ: dict[str, str] | None = None) -> ServeO
     for arg in argv:
         key, sep, value = arg.partition("=")
         if not sep or key not in ACCEPTED:
-            what = f"unknown key {key!r}" if sep else f"argument {arg!r} is not key=value"
+            what = f"unknown key {key!r}{closest(key, list(ACCEPTED))}" if sep else f"argument {arg!r} is not key=value"
             raise ConfigError(f"{what}; vlx serve accepts: {', '.join(k + '=' for k in ACCEPTED)}")
         if key in values:
             raise ConfigError(f"{key}= is given twice")
