@@ -65,7 +65,8 @@ def test_bad_dataset_stops_training_with_one_line_naming_file_and_sample(tmp_pat
                       f"(image_dir={tmp_path})"]
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["data", "--help"], ["data", "check", "--help"], ["train", "--help"],
+@pytest.mark.parametrize("argv", [["--help"], ["data", "--help"], ["data", "check", "--help"],
+                                  ["data", "metaworld", "--help"], ["train", "--help"],
                                   ["eval", "--help"], ["info", "-h"]], ids=" ".join)
 def test_help_answers_without_importing_torch(argv, tmp_path):
     """Help is read often: it must not pay for torch, transformers or Hydra's composition of every group."""

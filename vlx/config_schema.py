@@ -89,6 +89,9 @@ class RolloutSchema:
     ensemble_weight: float
     blind_instruction: Optional[str]
     expert_noise: Optional[float]
+    policy: str
+    tasks: Union[str, list, None]
+    wrong_instruction: bool
 
 
 @dataclass

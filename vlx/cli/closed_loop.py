@@ -9,6 +9,8 @@ With `eval.demos` (a robomimic file) it also prints offline `action_accuracy=` /
 held-out split, and `blind_action_accuracy=` with the uninformative instruction. GIFs of the first
 episodes go to `{output_dir}/videos`; everything is written to
 `{output_dir}/rollout.json` and, with `logger=wandb`, logged to a W&B run (rates and videos).
+With `rollout.tasks` (Meta-World) each task is evaluated in turn (`vlx.cli.task_suite`); `rollout.policy=expert`
+rolls out the environment's scripted expert alone, without a checkpoint (`evaluate_expert`).
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ import numpy as np
 
 from vlx.action_evaluation import evaluate_actions
 from vlx.data.robomimic_hdf5 import RobomimicFile
-from vlx.envs import ExpertPolicy, rollout
+from vlx.envs import ExpertPolicy, MetaWorldExpert, rollout
 from vlx.envs.block_reach import ENV_NAME
-from vlx.envs.rollout import RolloutResult
+from vlx.envs.metaworld_env import ENV_NAME as METAWORLD
+from vlx.envs.rollout import EnvPolicy, RolloutResult
 from vlx.errors import ConfigError
 from vlx.execution import ExecutionSettings
 from vlx.model import VisionLanguageModel
@@ -62,18 +65,43 @@ def model_policy(model: VisionLanguageModel, unnorm_key: str | None):
     return policy
 
 
-def evaluate_closed_loop(cfg: dict[str, Any], model: VisionLanguageModel) -> dict[str, Any]:
-    """Roll out `model` (and the controls); print, save and log the success rates."""
-    settings = {**model.config.get("rollout", {}), **{k: v for k, v in cfg["rollout"].items() if v is not None}}
+def rollout_settings(cfg: dict[str, Any], saved: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The `rollout` node: the checkpoint's saved one (`saved`) overridden by the config's values that are set."""
+    settings = {**(saved or {}), **{k: v for k, v in cfg["rollout"].items() if v is not None}}
     if not settings.get("env"):
         raise ConfigError("config key 'rollout.env' is not set (and the checkpoint's config has none): name a "
                           "closed-loop environment, e.g. rollout.env=block-reach")
-    env, kwargs = settings["env"], settings.get("env_kwargs") or {}
-    seeds = list(range(int(settings["first_seed"]), int(settings["first_seed"]) + int(settings["episodes"])))
-    output_dir = Path(cfg["output_dir"])
-    common = {"env_kwargs": kwargs, "batch_size": int(settings["batch_size"])}
+    return settings
+
+
+def episode_seeds(settings: dict[str, Any]) -> list[int]:
+    """Seeds first_seed, first_seed + 1, ... of `rollout.episodes` episodes."""
+    return list(range(int(settings["first_seed"]), int(settings["first_seed"]) + int(settings["episodes"])))
+
+
+def scripted_expert(settings: dict[str, Any]) -> EnvPolicy | None:
+    """The environment's scripted expert (None when it has none, or `rollout.expert_noise` is null): block-reach's
+    with `expert_noise` on its moves, Meta-World's own (noiseless)."""
+    if settings.get("expert_noise") is None:
+        return None
+    if settings["env"] == ENV_NAME:
+        return ExpertPolicy(noise=float(settings["expert_noise"]))
+    return MetaWorldExpert() if settings["env"] == METAWORLD else None
+
+
+def evaluate_closed_loop(cfg: dict[str, Any], model: VisionLanguageModel) -> dict[str, Any]:
+    """Roll out `model` (and the controls); print, save and log the success rates."""
+    settings = rollout_settings(cfg, model.config.get("rollout", {}))
     execution = ExecutionSettings.from_config(model.chunk_size, settings)
     policy = model_policy(model, settings.get("unnorm_key"))
+    if settings.get("tasks"):
+        from vlx.cli.task_suite import evaluate_tasks  # here: task_suite builds on this module's helpers
+
+        return evaluate_tasks(cfg, settings, policy, execution)
+    env, kwargs = settings["env"], settings.get("env_kwargs") or {}
+    seeds = episode_seeds(settings)
+    output_dir = Path(cfg["output_dir"])
+    common = {"env_kwargs": kwargs, "batch_size": int(settings["batch_size"])}
     results = {"policy": rollout(policy, env, seeds, num_videos=int(settings["videos"]),
                                  video_dir=output_dir / "videos", execution=execution, **common)}
     print(f"success_rate={results['policy'].success_rate:.3f}")
@@ -81,13 +109,37 @@ def evaluate_closed_loop(cfg: dict[str, Any], model: VisionLanguageModel) -> dic
         results["blind"] = rollout(policy, env, seeds, instruction_override=settings["blind_instruction"],
                                    execution=execution, **common)
         print(f"blind_success_rate={results['blind'].success_rate:.3f}")
-    if settings.get("expert_noise") is not None and env == ENV_NAME:  # the built-in task's scripted expert
-        results["expert"] = rollout(ExpertPolicy(noise=float(settings["expert_noise"])), env, seeds, **common)
+    expert = scripted_expert(settings)
+    if expert is not None:
+        results["expert"] = rollout(expert, env, seeds, **common)
         print(f"expert_success_rate={results['expert'].success_rate:.3f}")
     print(f"episodes={len(seeds)}")
     print(f"mean_steps={results['policy'].mean_steps:.1f}")
     report = write_report(results, settings, output_dir, offline_action_metrics(cfg, model, settings))
-    log_to_wandb(cfg, report, results["policy"])
+    log_to_wandb(cfg, report, results["policy"].videos, {"rollout/mean_steps": results["policy"].mean_steps})
+    return report
+
+
+def evaluate_expert(cfg: dict[str, Any]) -> dict[str, Any]:
+    """`rollout.policy=expert`: the environment's scripted expert alone, no checkpoint (`rollout.tasks` too)."""
+    settings = rollout_settings(cfg)
+    expert = scripted_expert({**settings, "expert_noise": settings.get("expert_noise", 0.0)})
+    if expert is None:
+        raise ConfigError(f"rollout.policy=expert: rollout.env={settings['env']!r} has no scripted expert (block-reach "
+                          "and metaworld have one); evaluate a checkpoint instead")
+    if settings.get("tasks"):
+        from vlx.cli.task_suite import evaluate_tasks  # here: task_suite builds on this module's helpers
+
+        return evaluate_tasks(cfg, settings, expert, None)
+    seeds, output_dir = episode_seeds(settings), Path(cfg["output_dir"])
+    result = rollout(expert, settings["env"], seeds, env_kwargs=settings.get("env_kwargs") or {},
+                     batch_size=int(settings["batch_size"]), num_videos=int(settings["videos"]),
+                     video_dir=output_dir / "videos")
+    print(f"success_rate={result.success_rate:.3f}")
+    print(f"episodes={len(seeds)}")
+    print(f"mean_steps={result.mean_steps:.1f}")
+    report = write_report({"policy": result}, settings, output_dir, {})
+    log_to_wandb(cfg, report, result.videos, {"rollout/mean_steps": result.mean_steps})
     return report
 
 
@@ -132,8 +184,10 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else str(value)
 
 
-def log_to_wandb(cfg: dict[str, Any], report: dict[str, Any], policy: RolloutResult) -> None:
-    """One W&B run (same project/offline settings as training) with the rates and the rollout videos."""
+def log_to_wandb(cfg: dict[str, Any], report: dict[str, Any], videos: list[Path], extra: dict[str, Any] | None = None,
+                 tables: dict[str, tuple[list[str], list[list[Any]]]] | None = None) -> None:
+    """One W&B run (same project/offline settings as training) with the rates, `extra` values, the rollout videos
+    and `tables` (name -> (columns, rows))."""
     if cfg["logger"]["name"] != "wandb":
         return
     import wandb
@@ -143,7 +197,8 @@ def log_to_wandb(cfg: dict[str, Any], report: dict[str, Any], policy: RolloutRes
                      group=logger.get("group") or cfg["run_name"], name=f"{cfg['run_name']}-rollout", job_type="eval",
                      dir=cfg["output_dir"], config={"rollout": report["settings"], "checkpoint": cfg.get("checkpoint")})
     rates = {f"rollout/{key}": value for key, value in report.items() if isinstance(value, float)}
-    videos = {f"rollout/video_{index}": wandb.Video(str(path), format="gif")
-              for index, path in enumerate(policy.videos)}
-    run.log({**rates, "rollout/mean_steps": policy.mean_steps, **videos})
+    clips = {f"rollout/video_{index}": wandb.Video(str(path), format="gif") for index, path in enumerate(videos)}
+    frames = {f"rollout/{name}": wandb.Table(columns=columns, data=rows)
+              for name, (columns, rows) in (tables or {}).items()}
+    run.log({**rates, **(extra or {}), **clips, **frames})
     run.finish()

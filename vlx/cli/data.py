@@ -1,5 +1,5 @@
-"""`vlx data shapes|assets|block-reach|block-reach-text|check`: the built-in synthetic dataset, the tiny local
-assets, scripted `block-reach` robot demonstrations written as one robomimic-layout HDF5 file,
+"""`vlx data shapes|assets|block-reach|metaworld|block-reach-text|check`: the built-in synthetic dataset, the tiny
+local assets, scripted `block-reach` or Meta-World robot demonstrations written as one robomimic-layout HDF5 file,
 captions/questions about the frames of those demonstrations (LLaVA JSON), and `check`, which lists every
 problem of a LLaVA JSON or robomimic HDF5 file (`vlx.cli.data_check`).
 
@@ -48,6 +48,20 @@ def parser() -> argparse.ArgumentParser:
     reach.add_argument("--seed", type=int, help="default: openvla-tiny's robot.seed")
     reach.add_argument("--valid-fraction", type=float, default=0.1, help="valid share (default: %(default)s)")
     reach.add_argument("--noise", type=float, default=0.3, help="std of the executed-move noise (default: %(default)s)")
+    world = sub.add_parser("metaworld", help="scripted-expert demos of Meta-World tasks (robomimic HDF5; needs "
+                           "vlx[metaworld])")
+    world.add_argument("--tasks", required=True, help="comma-separated task names (push-v3, ...) and groups: easy, "
+                       "medium, hard, very-hard, mt10, mt50")
+    world.add_argument("--demos", type=int, required=True, help="successful demos to keep per task")
+    world.add_argument("--out", required=True, help="output file (.hdf5)")
+    world.add_argument("--seed", type=int, default=0, help="episode k uses env seed seed*1000003+k "
+                       "(default: %(default)s)")
+    world.add_argument("--image-size", type=int, default=64, help="camera frames are S x S (default: %(default)s)")
+    world.add_argument("--camera", action="append", help="a Meta-World camera; repeat for several (default: corner2, "
+                       "LeRobot's view)")
+    world.add_argument("--max-steps", type=int, default=500, help="episode length limit (default: %(default)s)")
+    world.add_argument("--valid-fraction", type=float, default=0.1, help="valid share of each task's demos "
+                       "(default: %(default)s)")
     text = sub.add_parser("block-reach-text",
                           help="captions + questions on the frames of block-reach demos (LLaVA JSON)")
     text.add_argument("--demos", help="the demo file (default: openvla-tiny's robot.path)")
@@ -82,6 +96,20 @@ def main(argv: list[str]) -> None:
         print(f"discarded={summary.discarded}")
         print(f"expert_success_rate={summary.expert_success_rate:.3f}")
         print(f"path={summary.path}")
+    elif args.what == "metaworld":
+        from vlx.envs.metaworld_record import record_metaworld
+
+        recording = record_metaworld(Path(args.out).expanduser(), args.tasks, args.demos, seed=args.seed,
+                                     valid_fraction=args.valid_fraction, cameras=args.camera or "corner2",
+                                     image_size=args.image_size, max_steps=args.max_steps)
+        for task in recording.tasks:
+            print(f"rejected[{task}]={recording.rejected[task]} "
+                  f"expert_success_rate[{task}]={recording.expert_success_rate(task):.3f}")
+        print(f"tasks={len(recording.tasks)}")
+        print(f"demos={recording.demos}")
+        print(f"samples={recording.samples}")
+        print(f"rejected={sum(recording.rejected.values())}")
+        print(f"path={recording.path}")
     elif args.what == "block-reach-text":
         from vlx.envs.scene_text import write_scene_texts
 

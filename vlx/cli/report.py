@@ -4,7 +4,8 @@
 and prints `params_total=N` / `params_trainable=N` (trainable as in the last stage of `train.stages`).
 `evaluate_checkpoint` scores a checkpoint on held-out questions and on the same questions with blank
 images, printing `accuracy=`, `blank_accuracy=` and `chance=` lines plus per-question-type numbers; a
-VLA checkpoint is evaluated in closed loop instead (`vlx.cli.closed_loop`).
+VLA checkpoint is evaluated in closed loop instead (`vlx.cli.closed_loop`), and `rollout.policy=expert` rolls
+out the environment's scripted expert without a checkpoint.
 """
 
 from __future__ import annotations
@@ -72,6 +73,14 @@ def evaluate_checkpoint(config: DictConfig | dict[str, Any],
                         model: VisionLanguageModel | None = None) -> dict[str, Any]:
     """Score `checkpoint` (or `model`) on `eval.json_path` (a VLA: in closed loop); print and return the numbers."""
     cfg = to_plain(config)
+    policy = (cfg.get("rollout") or {}).get("policy") or "model"
+    if policy not in ("model", "expert"):
+        raise ConfigError(f"config key 'rollout.policy'={policy!r}; expected model (the checkpoint) or expert (the "
+                          "environment's scripted expert, no checkpoint)")
+    if policy == "expert" and model is None:
+        from vlx.cli.closed_loop import evaluate_expert
+
+        return evaluate_expert(cfg)
     if model is None:
         if not cfg.get("checkpoint"):
             raise ConfigError("vlx eval needs checkpoint=DIR (a directory written by vlx train)")

@@ -7,13 +7,16 @@ Layout (robomimic, plus robosuite-1.5's language convention): `data` (attrs `tot
 `wrist_image` and the proprio keys `agent_pos`, `gripper`), and `mask/train`, `mask/valid` (demo names
 as bytes; valid = the last demos). The executed actions carry Gaussian noise; only successful episodes
 are kept. Episode k uses env seed `seed * 1_000_003 + k`; the file is written to a temporary path and
-renamed, so a crash never leaves a half-written dataset under the final name.
+renamed, so a crash never leaves a half-written dataset under the final name. The file helpers (`stack_obs`,
+`write_demo`, `atomic_hdf5`, `write_masks`) are shared with the Meta-World recorder.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +45,7 @@ class Episode:
     success: bool
     obs: dict[str, np.ndarray]  # key -> (T, ...)
     next_obs: dict[str, np.ndarray]  # key -> (T, ...)
-    actions: np.ndarray  # (T, 3) float32 clean labels
+    actions: np.ndarray  # (T, A) float32 clean labels
     rewards: np.ndarray  # (T,) float64
     states: np.ndarray  # (T, S) float32, the state before each action
 
@@ -78,13 +81,14 @@ def run_expert_episode(env: BlockReach, seed: int, noise: float) -> Episode:
     )
 
 
-def stack_obs(frames: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Stack per-step observation dicts into key -> (T, ...) arrays."""
-    return {key: np.stack([frame[key] for frame in frames]) for key in OBS_KEYS}
+def stack_obs(frames: list[dict[str, np.ndarray]], keys: Sequence[str] = OBS_KEYS) -> dict[str, np.ndarray]:
+    """Stack the `keys` of per-step observation dicts into key -> (T, ...) arrays."""
+    return {key: np.stack([frame[key] for frame in frames]) for key in keys}
 
 
-def write_demo(group: h5py.Group, episode: Episode) -> None:
-    """Write `episode` into the (empty) robomimic demo group `group`."""
+def write_demo(group: h5py.Group, episode: Episode, links: Mapping[str, str] | None = None) -> None:
+    """Write `episode` into the (empty) robomimic demo group `group`; each `links` entry alias -> key makes
+    `obs/alias` (and `next_obs/alias`) an HDF5 hard link to `obs/key`: a second name, no second copy."""
     num = len(episode.actions)
     group.attrs["num_samples"] = num
     group.attrs["seed"] = episode.seed
@@ -97,6 +101,28 @@ def write_demo(group: h5py.Group, episode: Episode) -> None:
         for key, value in obs.items():
             compression = "lzf" if value.ndim == 4 else None  # images (T, H, W, 3)
             group.create_dataset(f"{prefix}/{key}", data=value, compression=compression)
+        for alias, key in (links or {}).items():
+            group[f"{prefix}/{alias}"] = group[f"{prefix}/{key}"]
+
+
+@contextmanager
+def atomic_hdf5(out: Path) -> Iterator[h5py.File]:
+    """An HDF5 file written at `out`.tmp and renamed to `out` when the block ends without an error (the
+    temporary file is removed either way), so a crash never leaves a half-written file under the final name."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    try:
+        with h5py.File(tmp, "w") as f:
+            yield f
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_masks(f: h5py.File, train: Sequence[str], valid: Sequence[str]) -> None:
+    """robomimic's filter keys `mask/train` and `mask/valid`: demo names as bytes."""
+    f.create_dataset("mask/train", data=np.array([name.encode() for name in train], dtype="S"))
+    f.create_dataset("mask/valid", data=np.array([name.encode() for name in valid], dtype="S"))
 
 
 def record_demos(out: Path, num_demos: int, seed: int = 0, valid_fraction: float = 0.1, noise: float = 0.3,
@@ -111,34 +137,26 @@ def record_demos(out: Path, num_demos: int, seed: int = 0, valid_fraction: float
     check_noise(noise)
     env = BlockReach(**(env_kwargs or {}))
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
     kept, attempts, samples = 0, 0, 0
-    try:
-        with h5py.File(tmp, "w") as f, Progress(transient=True, console=Console(stderr=True)) as progress:
-            task = progress.add_task(f"recording {out.name}", total=num_demos)
-            data = f.create_group("data")
-            while kept < num_demos:
-                if attempts >= MAX_ATTEMPTS_PER_DEMO * num_demos:
-                    raise ConfigError(f"record_demos: the expert succeeded {kept} times in {attempts} episodes "
-                                      f"with noise={noise}; lower the noise")
-                episode = run_expert_episode(env, seed * SEED_STRIDE + attempts, noise)
-                attempts += 1
-                if episode.success:
-                    write_demo(data.create_group(f"demo_{kept}"), episode)
-                    kept, samples = kept + 1, samples + len(episode.actions)
-                    progress.advance(task)
-            data.attrs["total"] = samples
-            data.attrs["env_args"] = json.dumps(env.env_args())
-            data.attrs["vlx_recording"] = json.dumps(
-                recording_params(num_demos, seed, valid_fraction, noise, env_kwargs))
-            names = [f"demo_{i}".encode() for i in range(num_demos)]
-            num_valid = round(valid_fraction * num_demos)
-            f.create_dataset("mask/train", data=np.array(names[:num_demos - num_valid], dtype="S"))
-            f.create_dataset("mask/valid", data=np.array(names[num_demos - num_valid:], dtype="S"))
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_hdf5(out) as f, Progress(transient=True, console=Console(stderr=True)) as progress:
+        task = progress.add_task(f"recording {out.name}", total=num_demos)
+        data = f.create_group("data")
+        while kept < num_demos:
+            if attempts >= MAX_ATTEMPTS_PER_DEMO * num_demos:
+                raise ConfigError(f"record_demos: the expert succeeded {kept} times in {attempts} episodes "
+                                  f"with noise={noise}; lower the noise")
+            episode = run_expert_episode(env, seed * SEED_STRIDE + attempts, noise)
+            attempts += 1
+            if episode.success:
+                write_demo(data.create_group(f"demo_{kept}"), episode)
+                kept, samples = kept + 1, samples + len(episode.actions)
+                progress.advance(task)
+        data.attrs["total"] = samples
+        data.attrs["env_args"] = json.dumps(env.env_args())
+        data.attrs["vlx_recording"] = json.dumps(recording_params(num_demos, seed, valid_fraction, noise, env_kwargs))
+        names = [f"demo_{i}" for i in range(num_demos)]
+        num_valid = round(valid_fraction * num_demos)
+        write_masks(f, names[:num_demos - num_valid], names[num_demos - num_valid:])
     return RecordSummary(path=out, demos=num_demos, samples=samples, discarded=attempts - num_demos,
                          expert_success_rate=num_demos / attempts)
 
