@@ -139,8 +139,8 @@ def test_gpu_script_runs_tiny_on_cpu(capsys: pytest.CaptureFixture) -> None:
     assert oft and float(oft[2]) == pytest.approx(8 * float(oft[1]), rel=0.01)  # chunks of 8 actions per call
 
 
-def test_gpu_flops_formula_on_a_7b_recipe(tmp_path) -> None:
-    from vlx.bench.gpu import recipe_workload, step_flops, synthetic_batch
+def test_gpu_workload_of_a_7b_recipe(tmp_path) -> None:
+    from vlx.bench.gpu import recipe_workload, synthetic_batch
     from vlx.bench.models import write_tokenizer
 
     work = recipe_workload("prism-dinosiglip-224px-7b", write_tokenizer(tmp_path), layers=2, device="meta")
@@ -148,17 +148,10 @@ def test_gpu_flops_formula_on_a_7b_recipe(tmp_path) -> None:
     assert work.model.llm.model.dtype == torch.bfloat16 and work.model.llm.model.config.num_hidden_layers == 2
     batch = synthetic_batch(work.model, 2, "meta")
     assert batch["input_ids"].shape == (2, 1 + 256 + 32) and batch["pixel_values"].shape == (2, 6, 224, 224)
-    lm = work.model.llm.model
-    n_llm = sum(p.numel() for p in lm.parameters()) - 32064 * 4096
-    vision = sum(p.numel() for p in work.model.vision.parameters())
-    projector = sum(p.numel() for p in work.model.projector.parameters())
-    tokens = 2 * 289
-    expected = 6 * n_llm * tokens + 12 * 2 * 4096 * 289 * tokens + 2 * vision * 512 + 6 * projector * 512
-    assert step_flops(work.model, work.trainable, batch) == expected
 
 
 def test_gpu_workload_of_openvla_oft_7b_has_both_cameras_the_state_and_the_slots(tmp_path) -> None:
-    from vlx.bench.gpu import recipe_workload, step_flops, synthetic_batch
+    from vlx.bench.gpu import recipe_workload, synthetic_batch
     from vlx.bench.models import write_tokenizer
 
     work = recipe_workload("openvla-oft-7b", write_tokenizer(tmp_path), layers=2, device="meta")
@@ -168,17 +161,6 @@ def test_gpu_workload_of_openvla_oft_7b_has_both_cameras_the_state_and_the_slots
     assert batch["input_ids"].shape == (2, length) and batch["pixel_values"].shape == (2, 2, 6, 224, 224)
     assert batch["state"].shape == (2, 8) and batch["actions"].shape == (2, 8, 7)
     assert batch["action_slots"].sum(1).tolist() == [56, 56] and bool(batch["action_slots"][:, -56:].all())
-    head = sum(p.numel() for p in work.model.head.parameters())
-    proprio = sum(p.numel() for p in work.model.proprio.parameters())
-    without_extras = step_flops(work.model, ["projector"], batch) - 6 * head * 8 * 2 - 6 * proprio * 2
-    lm = work.model.llm.model
-    n_llm = sum(p.numel() for p in lm.parameters()) - lm.get_input_embeddings().weight.numel()
-    patches = 2 * 2 * 256
-    vision = sum(p.numel() for p in work.model.vision.parameters())
-    projector = sum(p.numel() for p in work.model.projector.parameters())
-    tokens = 2 * length
-    assert without_extras == (6 * n_llm * tokens + 12 * 2 * 4096 * length * tokens + 2 * vision * patches
-                              + 6 * projector * patches)
 
 
 @pytest.mark.parametrize("argv, message", [

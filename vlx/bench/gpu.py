@@ -7,11 +7,10 @@ tokenizer is vlx's tiny one, the 32,064-row vocabulary stays), optionally with f
 random prompt ids, loss on the last `ANSWER` tokens; for a VLA: every camera, the state, a random normalised
 chunk and the head's own suffix), backward, AdamW step, over the parts the recipe's last stage trains
 (LLaVA's and Prismatic's finetune, OpenVLA's vla; LoRA stages train their named parts, adapters left out).
-MFU = model FLOPs per step / step time / the device's peak dense bf16 FLOP/s, with FLOPs per step =
-6·N_llm·T + 12·L·d·S·T (LLM: N_llm its non-embedding parameters with the LM head, T = B·S tokens, L layers,
-width d: the attention scores) + (6 or 2)·N_vision·P·B (vision: trained or frozen; P patch tokens of all
-cameras) + 6·N_projector·P·B + 6·N_head·K·B + 6·N_proprio·B (a regression or flow head's weights once per
-chunk step: an estimate for the flow expert). A VLA recipe also times `predict_action` (Hz, and actions/s =
+MFU = the training FLOPs of a step / step time / the device's peak dense bf16 FLOP/s; the FLOPs are the
+estimate the training dashboard logs (`vlx.training.throughput.TrainingFlops`: every weight matrix on the
+tokens that pass it, attention scores, ×3 for a part that trains, ×2 or ×1 for a frozen one), so the two MFUs
+agree. A VLA recipe also times `predict_action` (Hz, and actions/s =
 K × Hz for a head that predicts chunks of K). Peak memory is `torch.cuda.max_memory_allocated` of each phase. `--tiny`
 swaps the recipes for vlx's tiny benchmark models so the whole script runs on a CPU in seconds (a test
 does that).
@@ -37,7 +36,7 @@ from vlx.data.action_stats import ActionStats
 from vlx.model import VisionLanguageModel
 from vlx.training.optim import build_optimizer
 from vlx.training.stages import apply_stage
-from vlx.training.throughput import dense_bf16_peak
+from vlx.training.throughput import TrainingFlops, dense_bf16_peak
 
 RECIPES = ("prism-dinosiglip-224px-7b", "openvla-7b", "openvla-oft-7b", "llava-v1.5-7b")
 TEXT, ANSWER = 32, 8  # prompt tokens after the image, supervised tokens at the end
@@ -121,23 +120,6 @@ def count(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def step_flops(model: VisionLanguageModel, trainable: list[str], batch: dict[str, Any]) -> float:
-    """Model FLOPs of one training step (the formula in the module docstring)."""
-    lm, (rows, length) = model.llm.model, batch["input_ids"].shape
-    config = lm.config
-    n_llm = count(lm) - lm.get_input_embeddings().weight.numel()
-    tokens = rows * length
-    llm = 6 * n_llm * tokens + 12 * config.num_hidden_layers * config.hidden_size * length * tokens
-    cameras = model.observation.num_cameras if model.is_vla else 1
-    patches = model.vision.num_patches * rows * cameras
-    vision = (6 if "vision" in trainable else 2) * count(model.vision) * patches
-    extra = 0
-    if model.is_vla:
-        proprio = count(model.proprio) if model.proprio is not None else 0
-        extra = 6 * count(model.head) * model.chunk_size * rows + 6 * proprio * rows
-    return float(llm + vision + 6 * count(model.projector) * patches + extra)
-
-
 def peak_flops(device: str) -> float | None:
     return dense_bf16_peak(torch.cuda.get_device_name(0)) if device.startswith("cuda") else None
 
@@ -163,7 +145,7 @@ def measure(work: Workload, batch_size: int, warmup: int, repeats: int, device: 
     result = {"workload": work.name, "step_s": step, "tokens_per_s": batch["input_ids"].numel() / step,
               "params": count(model), "train_memory_gb": _peak_gb(device)}
     peak = peak_flops(device)
-    result["mfu"] = step_flops(model, work.trainable, batch) / step / peak if peak else None
+    result["mfu"] = TrainingFlops(model)(batch) / step / peak if peak else None
     optimizer.state.clear()  # frees the Adam moments before inference (train_step keeps the optimizer itself)
     model.eval()
     if model.is_vla:
@@ -228,7 +210,7 @@ def run(recipes: tuple[str, ...] = RECIPES, layers: int | None = None, batch_siz
         target="as high as the recipe allows", per="training step",
         rows=[("device", f"{device} ({torch.cuda.get_device_name(0) if device.startswith('cuda') else 'CPU'}), "
                          f"{threads} threads, batch {batch_size}"), *rows],
-        notes=["FLOPs/step = 6·N_llm·T + 12·L·d·S·T + (6|2)·N_vision·P·B + 6·N_projector·P·B (see vlx/bench/gpu.py)"],
+        notes=["FLOPs/step: the training dashboard's estimate (vlx/training/throughput.py TrainingFlops)"],
     )
 
 

@@ -7,7 +7,8 @@ the padded sequence, the projector and the vision tower on the image tokens), pl
 QKᵀ and AV (4·L²·d per layer and sequence), times 3 for a part that trains (forward, backward for
 activations, backward for weights), 2 for a frozen part with a trained part before it (activation
 gradients only) and 1 for a frozen part nothing before trains. `tests/training/test_throughput.py`
-checks the estimate against torch's FlopCounterMode. MFU = FLOPs/s ÷ the device's peak
+checks the estimate against torch's FlopCounterMode; `vlx bench gpu` divides the same estimate by its step
+time. MFU = FLOPs/s ÷ the device's peak
 (`lightning.fabric.utilities.throughput.get_available_flops`; not known for CPUs). Lightning's table lacks
 GPUs that name themselves plainly ("NVIDIA H200"); for those, under bf16, vlx fills in the dense bf16 peak
 from `DENSE_BF16_PEAK` (also the denominator of `vlx bench gpu`'s MFU).
