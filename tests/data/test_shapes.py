@@ -15,10 +15,10 @@ from vlx.data.shapes import (
     POSITIONS,
     QUESTION_TYPES,
     ShapesDataset,
-    blind_baseline,
     generate_shapes,
     shapes_vocabulary,
 )
+from vlx.evaluation import chance_accuracy
 
 SIZE, GRID = 48, 3
 N = {"train": 40, "val": 10}
@@ -161,14 +161,11 @@ def test_captions_list_the_drawn_shapes_in_row_major_order(dataset: ShapesDatase
         assert re.findall(r"a (\w+) (\w+) at the ([a-z ]+?)(?:,| and|\.$)", _answer(sample)) == expected
 
 
-def test_blind_baseline_returns_majority_answer_and_its_accuracy() -> None:
-    def qa(qtype: str, answer: str) -> dict:
-        conversations = [{"from": "human", "value": "q"}, {"from": "gpt", "value": answer}]
-        return {"question_type": qtype, "conversations": conversations}
-
-    samples = [qa("count", a) for a in "1223232"] + [qa("shape_at", a) for a in ("square", "circle")]
-    assert blind_baseline(samples) == {"count": ("2", 4 / 7), "shape_at": ("circle", 0.5)}  # tie: alphabetical
-    assert blind_baseline([]) == {}
+def test_chance_is_the_majority_answer_per_question_type() -> None:
+    samples = [{"question_type": "count", "target": a} for a in "1223232"] + [
+        {"question_type": "shape_at", "target": a} for a in ("square", "circle")]
+    assert chance_accuracy(samples) == (5 / 9, {"count": 4 / 7, "shape_at": 0.5})  # 4 of 7 "2", 1 of 2
+    assert chance_accuracy([]) == (0.0, {})
 
 
 def test_vocabulary_covers_every_word_of_the_json_texts(dataset: ShapesDataset) -> None:

@@ -23,8 +23,7 @@ from vlx.checkpoint import load
 from vlx.errors import ConfigError
 from vlx.evaluation import VQAResult, evaluate_vqa, load_questions
 from vlx.model import VisionLanguageModel
-from vlx.training.lora import add_lora
-from vlx.training.stages import apply_stage
+from vlx.training.lora import set_up_stage
 
 
 def print_info(config: DictConfig | dict[str, Any]) -> dict[str, int]:
@@ -32,16 +31,15 @@ def print_info(config: DictConfig | dict[str, Any]) -> dict[str, int]:
     parts = ("vision", "projector", "llm", "head", "proprio", "observation", "train")
     cfg = {key: to_plain(config.get(key)) for key in parts}  # only what sizing needs: data paths may be unset
     stages = [
-        {key: to_plain(config["stages"][name].get(key)) for key in ("trainable", "prompt", "lora")}
+        (name, {key: to_plain(config["stages"][name].get(key)) for key in ("trainable", "prompt", "lora")})
         for name in cfg["train"]["stages"] if name in config["stages"]
     ]
-    cfg["prompt"] = stages[-1]["prompt"] if stages else {"name": "plain"}
+    cfg["prompt"] = stages[-1][1]["prompt"] if stages else {"name": "plain"}
     with torch.device("meta"):
         model = build_model(cfg, load_weights=False, load_tokenizer=False)
     if stages:
-        apply_stage(model, stages[-1]["trainable"], allow_none=bool(stages[-1]["lora"]))
-        if stages[-1]["lora"]:
-            add_lora(model, stages[-1]["lora"], "stages.lora")
+        name, stage = stages[-1]
+        set_up_stage(model, stage, f"stages.{name}")
     counts = model.parameter_counts()
     print(f"params_total={counts['total']}")
     print(f"params_trainable={counts['trainable']}")

@@ -6,8 +6,8 @@ caption sample (stage-1 "plain" pre-training: the caption lists the shapes in ro
 and one single-turn question sample (stage 2: the colour or shape at a position, the position of the
 shape of a colour that occurs once, or the number of shapes), both in the LLaVA conversation JSON format
 (`mix_{split}.json` holds both, for single-stage training). Question types are
-balanced exactly, so the answer a model could give without looking at the image is weak and
-`blind_baseline` measures it. Generation is fully deterministic: the same parameters give
+balanced exactly, so the answer a model could give without looking at the image is weak
+(`vlx.evaluation.chance_accuracy` measures it). Generation is fully deterministic: the same parameters give
 byte-identical JSON and PNG files, and the "train" and "val" splits come from disjoint random
 streams seeded by a SHA-512 of the seed and split name (`random.Random` with a string seed; never
 Python's salted `hash()`).
@@ -126,18 +126,6 @@ def generate_shapes(
         counts[split] = {qtype: per_type[qtype] for qtype in QUESTION_TYPES}
     _write_json(dataset.meta, {"params": params, "counts": counts})
     return dataset
-
-
-def blind_baseline(samples: list[dict]) -> dict[str, tuple[str, float]]:
-    """Per question_type: the most frequent answer (ties: alphabetically first) and its accuracy."""
-    answers: dict[str, Counter[str]] = {}
-    for sample in samples:
-        answers.setdefault(sample["question_type"], Counter())[sample["conversations"][-1]["value"]] += 1
-    result = {}
-    for qtype, counts in answers.items():
-        best = min(counts, key=lambda answer: (-counts[answer], answer))
-        result[qtype] = (best, counts[best] / sum(counts.values()))
-    return result
 
 
 def shapes_vocabulary() -> list[str]:

@@ -17,6 +17,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from vlx.errors import ConfigError
 from vlx.model import VisionLanguageModel
 from vlx.registry import check_arguments
+from vlx.training.stages import apply_stage
 
 LORA_DEFAULTS = {"r": 32, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear"}
 
@@ -49,3 +50,11 @@ def merge_lora(model: VisionLanguageModel) -> bool:
         return False
     model.llm.model = model.llm.model.merge_and_unload()
     return True
+
+
+def set_up_stage(model: VisionLanguageModel, stage: Mapping[str, Any], where: str) -> None:
+    """A stage's trainable parts (`trainable`; none is allowed with `lora`) and its LoRA adapters (`lora`), as
+    training sets them up; `vlx info` counts parameters on the same set-up."""
+    apply_stage(model, stage["trainable"], f"{where}.trainable", allow_none=bool(stage.get("lora")))
+    if stage.get("lora"):
+        add_lora(model, stage["lora"], f"{where}.lora")

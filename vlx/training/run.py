@@ -32,10 +32,10 @@ from vlx.training.callbacks import SampleTable
 from vlx.training.compilation import compile_parts
 from vlx.training.datamodule import VlxDataModule
 from vlx.training.init_from import adapt_to_config
-from vlx.training.lora import add_lora, merge_lora
+from vlx.training.lora import merge_lora, set_up_stage
 from vlx.training.module import VlxModule
 from vlx.training.resume import Preempted, Preemption, last_checkpoint, resume_callbacks
-from vlx.training.stages import apply_stage, reinitialise
+from vlx.training.stages import reinitialise
 from vlx.training.strategies import build_strategy, gathered_weights, is_sharded, tied_aliases
 from vlx.training.throughput import throughput_monitor
 
@@ -62,9 +62,7 @@ def prepare_model(cfg: dict[str, Any], stage: dict[str, Any], where: str,
     model.prompt_format = PROMPT_FORMATS.build(stage["prompt"], f"{where}.prompt")
     model.config = config
     model.llm.set_gradient_checkpointing(bool(cfg["llm"].get("gradient_checkpointing", False)))
-    apply_stage(model, stage["trainable"], f"{where}.trainable", allow_none=bool(stage.get("lora")))
-    if stage.get("lora"):
-        add_lora(model, stage["lora"], f"{where}.lora")
+    set_up_stage(model, stage, where)
     if stage.get("reinit_projector"):
         reinitialise(model.projector)
     compile_parts(model, cfg.get("compile"))
