@@ -25,10 +25,9 @@ from omegaconf import DictConfig
 from vlx.builder import build_model, to_plain
 from vlx.checkpoint import META, load, save_checkpoint
 from vlx.errors import CheckpointError, ConfigError
-from vlx.evaluation import load_questions
 from vlx.model import VisionLanguageModel
 from vlx.registry import PROMPT_FORMATS, check_arguments
-from vlx.training.callbacks import SampleTable
+from vlx.training.callbacks import sample_table_for
 from vlx.training.compilation import compile_parts
 from vlx.training.datamodule import VlxDataModule
 from vlx.training.init_from import adapt_to_config
@@ -163,8 +162,9 @@ def train_stage(cfg: dict[str, Any], name: str, model: VisionLanguageModel, outp
                                                preemption or Preemption(), name)
     callbacks: list[L.Callback] = [RichProgressBar(leave=True), throughput_monitor(), *resuming]
     val = stage["data"].get("val")
-    if val and stage.get("sample_table", 0):
-        callbacks.append(SampleTable(load_questions(val["json_path"], val["image_dir"], limit=stage["sample_table"])))
+    table = sample_table_for(val, int(stage.get("sample_table") or 0), where)
+    if table is not None:
+        callbacks.append(table)
     arguments = trainer_arguments(cfg["trainer"], {
         "max_epochs": stage["epochs"], "max_steps": stage["max_steps"],
         "accumulate_grad_batches": accumulate,
