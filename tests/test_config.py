@@ -88,3 +88,34 @@ def test_openvla_7b_recipe(capsys):
     assert counts["total"] == 7_541_237_184 and "params_total=7541237184" in capsys.readouterr().out
     lora = print_info(compose(["recipe=openvla-7b", "stage@stages.vla=lora"]))
     assert lora["trainable"] == 71_385_600 + 79_953_920  # projector + LoRA r=32 on every linear layer of Llama-2-7B
+
+
+def differing_keys(a: dict, b: dict, prefix: str = "") -> set[str]:
+    """The dotted keys whose values differ between two plain configs (a key present in one only counts)."""
+    keys = set()
+    for key in set(a) | set(b):
+        left, right = a.get(key), b.get(key)
+        if isinstance(left, dict) and isinstance(right, dict):
+            keys |= differing_keys(left, right, f"{prefix}{key}.")
+        elif left != right or (key in a) != (key in b):
+            keys.add(f"{prefix}{key}")
+    return keys
+
+
+def test_configs_that_build_on_others_differ_only_where_they_say():
+    """prism-dinosiglip-7b is the 224 px recipe at 384 px; vicuna-7b-v1.5 is Llama-2-7B with its own weights and
+    pad token; the GPU trainers differ from the CPU defaults only in device, precision and strategy."""
+    def plain(*overrides: str) -> dict:
+        return to_plain(compose(["run_name=x", *overrides]))
+
+    wide, narrow = plain("recipe=prism-dinosiglip-7b", "data_root=/d"), plain("recipe=prism-dinosiglip-224px-7b",
+                                                                              "data_root=/d")
+    assert {key.split(".")[0] for key in differing_keys(wide, narrow)} == {"vision"}
+    assert (wide["vision"]["name"], narrow["vision"]["name"]) == ("dinosiglip-384px", "dinosiglip-224px")
+    vicuna, llama = plain("recipe=llava-tiny", "llm=vicuna-7b-v1.5")["llm"], plain("recipe=llava-tiny", "llm=llama2-7b")
+    assert differing_keys(vicuna, llama["llm"]) == {"source", "pad_token"}
+    cpu = plain("recipe=llava-tiny", "trainer=cpu")["trainer"]
+    assert differing_keys(plain("recipe=llava-tiny", "trainer=gpu")["trainer"], cpu) == {"accelerator", "precision"}
+    fsdp = plain("recipe=llava-tiny", "trainer=fsdp")["trainer"]
+    top = {key.split(".")[0] for key in differing_keys(fsdp, cpu)}
+    assert top == {"accelerator", "precision", "devices", "strategy"}
