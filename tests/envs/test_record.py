@@ -9,6 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
+from tests.envs.robomimic_reader import robomimic_sequence_dataset
 from vlx.envs import BlockReach, RecordSummary, record_demos
 from vlx.envs.record import SEED_STRIDE
 from vlx.errors import ConfigError
@@ -70,16 +71,7 @@ def test_actions_are_clean_labels(recorded: RecordSummary):
 
 
 def test_robomimic_loader_reads_it(recorded: RecordSummary):
-    import robomimic.utils.obs_utils as ObsUtils
-    from robomimic.utils.dataset import SequenceDataset
-
-    ObsUtils.initialize_obs_utils_with_obs_specs({"obs": {"low_dim": ["agent_pos"], "rgb": ["agentview_image"]}})
-    dataset = SequenceDataset(
-        hdf5_path=str(recorded.path), obs_keys=("agent_pos", "agentview_image"), dataset_keys=("actions",),
-        load_next_obs=False, frame_stack=1, seq_length=1, pad_frame_stack=True, pad_seq_length=True,
-        get_pad_mask=False, goal_mode=None, hdf5_cache_mode=None, hdf5_use_swmr=True, hdf5_normalize_obs=False,
-        filter_by_attribute="train",
-    )
+    dataset = robomimic_sequence_dataset(recorded.path, "agent_pos", "agentview_image")
     with h5py.File(recorded.path, "r") as f:
         train_lengths = [int(f[f"data/demo_{i}"].attrs["num_samples"]) for i in range(11)]
         first = f["data/demo_0/actions"][:]  # (T, 3)

@@ -27,7 +27,15 @@ from vlx.envs.block_reach import ENV_TYPE
 from vlx.envs.gym_adapter import CAMERA_KEY
 from vlx.envs.metaworld_env import ENV_NAME, MetaWorldEnv, camera_names
 from vlx.envs.metaworld_tasks import resolve_tasks
-from vlx.envs.record import SEED_STRIDE, Episode, atomic_hdf5, stack_obs, write_demo, write_masks
+from vlx.envs.record import (
+    SEED_STRIDE,
+    Episode,
+    atomic_hdf5,
+    check_recording,
+    stack_obs,
+    write_demo,
+    write_masks,
+)
 from vlx.errors import ConfigError
 
 MAX_ATTEMPTS_PER_DEMO = 5  # give up on a task when its expert fails this often (a failed episode costs max_steps)
@@ -71,12 +79,7 @@ def record_metaworld(out: Path, tasks: str | Sequence[str], demos_per_task: int,
                      valid_fraction: float = 0.1, cameras: str | Sequence[str] = "corner2", image_size: int = 64,
                      max_steps: int = 500) -> MetaWorldRecording:
     """Write `demos_per_task` successful expert demos of each task (names or groups, `resolve_tasks`) to `out`."""
-    if demos_per_task < 1:
-        raise ConfigError(f"--demos={demos_per_task}; expected at least 1 demo per task")
-    if seed < 0:
-        raise ConfigError(f"--seed={seed}; expected a seed >= 0")
-    if not 0 <= valid_fraction < 1:
-        raise ConfigError(f"--valid-fraction={valid_fraction}; expected a fraction in [0, 1)")
+    check_recording(("--demos", demos_per_task), ("--seed", seed), ("--valid-fraction", valid_fraction))
     names, cameras = resolve_tasks(tasks, "--tasks"), camera_names(cameras)
     links = {CAMERA_KEY: f"{cameras[0]}_image"}  # agentview_image: a second name for the first camera
     num_valid = round(valid_fraction * demos_per_task)

@@ -125,15 +125,22 @@ def write_masks(f: h5py.File, train: Sequence[str], valid: Sequence[str]) -> Non
     f.create_dataset("mask/valid", data=np.array([name.encode() for name in valid], dtype="S"))
 
 
+def check_recording(count: tuple[str, int], seed: tuple[str, int], valid_fraction: tuple[str, float]) -> None:
+    """A recorder's demo count (>= 1), seed (>= 0) and validation fraction (in [0, 1)), each given with the name
+    the user set it by; a ConfigError naming it otherwise."""
+    if count[1] < 1:
+        raise ConfigError(f"{count[0]}={count[1]}; expected at least 1")
+    if seed[1] < 0:
+        raise ConfigError(f"{seed[0]}={seed[1]}; expected a seed >= 0")
+    if not 0 <= valid_fraction[1] < 1:
+        raise ConfigError(f"{valid_fraction[0]}={valid_fraction[1]}; expected a fraction in [0, 1)")
+
+
 def record_demos(out: Path, num_demos: int, seed: int = 0, valid_fraction: float = 0.1, noise: float = 0.3,
                  env_kwargs: dict[str, Any] | None = None) -> RecordSummary:
     """Write `num_demos` successful noisy-expert demos of `block-reach` to the HDF5 file `out`."""
-    if num_demos < 1:
-        raise ConfigError(f"record_demos: num_demos={num_demos}; expected at least 1")
-    if seed < 0:
-        raise ConfigError(f"record_demos: seed={seed}; expected a seed >= 0")
-    if not 0 <= valid_fraction < 1:
-        raise ConfigError(f"record_demos: valid_fraction={valid_fraction}; expected a fraction in [0, 1)")
+    check_recording(("record_demos: num_demos", num_demos), ("record_demos: seed", seed),
+                    ("record_demos: valid_fraction", valid_fraction))
     check_noise(noise)
     env = BlockReach(**(env_kwargs or {}))
     out = Path(out)
