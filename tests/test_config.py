@@ -119,3 +119,15 @@ def test_configs_that_build_on_others_differ_only_where_they_say():
     fsdp = plain("recipe=llava-tiny", "trainer=fsdp")["trainer"]
     top = {key.split(".")[0] for key in differing_keys(fsdp, cpu)}
     assert top == {"accelerator", "precision", "devices", "strategy"}
+
+
+@pytest.mark.parametrize("recipe", recipe_names())
+def test_every_recipe_composes_and_builds_on_the_meta_device(recipe, capsys):
+    """Each recipe file composes (typed nodes checked) and its model builds on the meta device with the parts its
+    last stage trains; the counts printed are the model's own."""
+    cfg = compose([f"recipe={recipe}"])
+    assert cfg.train.stages and all(name in cfg.stages for name in cfg.train.stages)
+    counts = print_info(cfg)
+    assert 0 < counts["trainable"] <= counts["total"] and counts["total"] == sum(
+        counts[f"{part}_total"] for part in ("vision", "projector", "proprio", "llm", "head"))
+    assert f"params_total={counts['total']}" in capsys.readouterr().out
