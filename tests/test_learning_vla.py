@@ -31,7 +31,7 @@ BATCH_16 = ["stages.vla.global_batch_size=16", "stages.vla.batch_size=16"]
 # 2 epochs of 32: 0.10 vs 0.00, it rarely closes the gripper yet; from openvla-oft-tiny's own scene stage, whose
 # model starts from other random numbers, 2 epochs of 16 gave 0.30 vs 0.25 on the second machine: the margin is
 # not guaranteed, only measured); flow matching after 1 epoch of batch 16 0.85 vs 0.20 and 0.50 vs 0.10 (exactly on
-# the bar), so it trains 2.
+# the bar), so it trains 2 (0.90 vs 0.10 on the second machine).
 CHUNKED = {"openvla-oft-tiny": ["stages.vla.epochs=2", *BATCH_16], "flow-vla-tiny": ["stages.vla.epochs=2", *BATCH_16]}
 # The scene stage keeps its full schedule: shorter ones (1,000 demos × 4 epochs) never reached the point where the
 # questions are learned, and then the actions ignore the instruction (measured: accuracy 0.443 vs blind 0.444).
