@@ -2,7 +2,8 @@
 
 `vlx demo recipe=openvla-tiny train.stages=[scene]` records block-reach demonstrations (both cameras and the
 state), writes the questions about their frames and trains the `scene` stage (the VLM stage OpenVLA starts
-from); its checkpoint, offline W&B runs and closed-loop report must be there. OpenVLA-OFT's L1-regression head
+from); its checkpoint and offline W&B run must be there, and the demo says why it does not roll out a policy
+that has seen no action. OpenVLA-OFT's L1-regression head
 (`openvla-oft-tiny`) and pi0's flow-matching head (`flow-vla-tiny`), two cameras, the state token, chunks of
 8, then train their `vla` stage from that scene checkpoint (`init_from` keeps its backbones and starts the
 new head and state projector fresh) and must beat the same policy given an uninformative instruction in
@@ -35,7 +36,7 @@ BATCH_16 = ["stages.vla.global_batch_size=16", "stages.vla.batch_size=16"]
 CHUNKED = {"openvla-oft-tiny": ["stages.vla.epochs=2", *BATCH_16], "flow-vla-tiny": ["stages.vla.epochs=2", *BATCH_16]}
 # The scene stage keeps its full schedule: shorter ones (1,000 demos × 4 epochs) never reached the point where the
 # questions are learned, and then the actions ignore the instruction (measured: accuracy 0.443 vs blind 0.444).
-SCENE = ["train.stages=[scene]", "rollout.episodes=2", "rollout.videos=1", "eval.demos_limit=16", "run_name=ci"]
+SCENE = ["train.stages=[scene]", "run_name=ci"]
 L1_RATIO = 0.8  # offline L1 at most this fraction of the language-blind control's
 SUCCESS_MARGIN = 0.4  # closed-loop success over the language-blind control
 EPISODES = 20
@@ -50,10 +51,8 @@ def scene_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = root / "runs" / "ci"
     shown = demo.stdout[-2000:]
     assert (run / "checkpoints" / "scene" / "model.safetensors").is_file(), shown
-    assert numbers(demo.stdout)["episodes"] == 2 and numbers(demo.stdout)["expert_success_rate"] == 1.0, shown
-    report = json.loads((run / "rollout.json").read_text())
-    assert len(report["episodes"]["policy"]) == 2 and len(report["videos"]) == 1
-    assert len(sorted((run / "wandb").glob("offline-run-*"))) == 2  # scene, rollout
+    assert "evaluation skipped: the last stage (scene) trained no actions" in " ".join(demo.stdout.split()), shown
+    assert len(sorted((run / "wandb").glob("offline-run-*"))) == 1  # the scene stage's
     scene = json.loads((run / "checkpoints" / "scene" / "vlx.json").read_text())["metrics"]
     assert scene["val/token_accuracy"] >= 0.9, scene  # the questions are learned (measured 0.986)
     return root

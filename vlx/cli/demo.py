@@ -69,9 +69,15 @@ def main(argv: list[str]) -> None:
     console.print(f"[bold]assets[/] {cfg['paths']['assets']}")
     prepare_data(cfg, console)
     checkpoints = run_training(cfg)
-    final = list(checkpoints.values())[-1]
+    stage, final = list(checkpoints.items())[-1]
+    model = load(final)
+    if model.is_vla and not model.action_stats:  # e.g. train.stages=[scene]: a VLA that has not seen an action yet
+        console.print(f"[bold]evaluation skipped[/]: the last stage ({stage}) trained no actions, so the policy "
+                      f"cannot act; train its vla stage (stages.vla.init_from={final}), then vlx eval the result")
+        print_training_outputs(checkpoints, cfg["output_dir"])
+        return
     console.rule("evaluation")
-    report = evaluate_checkpoint({**cfg, "checkpoint": str(final)}, model=load(final))
+    report = evaluate_checkpoint({**cfg, "checkpoint": str(final)}, model=model)
     console.rule("summary")
     console.print(f"{summary_line(report)} · {(time.monotonic() - start) / 60:.1f} min")
     print_training_outputs(checkpoints, cfg["output_dir"])
