@@ -34,6 +34,7 @@ from vlx.envs.record import (
     check_recording,
     stack_obs,
     write_demo,
+    write_mask,
     write_masks,
 )
 from vlx.errors import ConfigError
@@ -113,7 +114,7 @@ def record_metaworld(out: Path, tasks: str | Sequence[str], demos_per_task: int,
             rejected[task] = attempts - kept
             train += demos[:demos_per_task - num_valid]
             valid += demos[demos_per_task - num_valid:]
-            f.create_dataset(f"mask/{task}", data=np.array([name.encode() for name in demos], dtype="S"))
+            write_mask(f, task, demos)
         data.attrs["total"] = samples
         data.attrs["env_args"] = json.dumps({"env_name": ENV_NAME, "type": ENV_TYPE, "tasks": names, "env_kwargs": {
             "cameras": cameras, "image_size": image_size, "max_steps": max_steps}})

@@ -119,10 +119,15 @@ def atomic_hdf5(out: Path) -> Iterator[h5py.File]:
         tmp.unlink(missing_ok=True)
 
 
+def write_mask(f: h5py.File, key: str, demos: Sequence[str]) -> None:
+    """robomimic's filter key `mask/{key}`: the names of its demos, as bytes."""
+    f.create_dataset(f"mask/{key}", data=np.array([name.encode() for name in demos], dtype="S"))
+
+
 def write_masks(f: h5py.File, train: Sequence[str], valid: Sequence[str]) -> None:
-    """robomimic's filter keys `mask/train` and `mask/valid`: demo names as bytes."""
-    f.create_dataset("mask/train", data=np.array([name.encode() for name in train], dtype="S"))
-    f.create_dataset("mask/valid", data=np.array([name.encode() for name in valid], dtype="S"))
+    """robomimic's filter keys `mask/train` and `mask/valid`."""
+    write_mask(f, "train", train)
+    write_mask(f, "valid", valid)
 
 
 def check_recording(count: tuple[str, int], seed: tuple[str, int], valid_fraction: tuple[str, float]) -> None:
