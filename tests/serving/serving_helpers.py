@@ -1,15 +1,19 @@
-"""Shared pieces of the serving tests: deterministic policies whose output can be checked exactly, and image
-builders."""
+"""Shared pieces of the serving tests: deterministic policies whose output can be checked exactly, image
+builders, and a real uvicorn server on loopback."""
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
+import socket
 import struct
 import threading
 import time
 import zlib
+from collections.abc import Iterator
 
+import msgpack
 import numpy as np
 from PIL import Image
 
@@ -182,3 +186,65 @@ def cameras_body(images: dict[str, str], instruction: str = "pick up the red blo
     """A request with named cameras (base64 each), a state unless None, and any further fields."""
     body: dict = {"images": images, "instruction": instruction, "unnorm_key": unnorm_key, **fields}
     return body if state is None else {**body, "state": state}
+
+
+@contextlib.contextmanager
+def serve_on_loopback(app: object, protocol: str = "vlx") -> Iterator[int]:
+    """Run `app` under real uvicorn on 127.0.0.1 (a free port, a background thread) with the settings `vlx serve`
+    uses for `protocol`; yields the port, stops the server on exit."""
+    import uvicorn
+
+    from vlx.cli.serve import ServeOptions, uvicorn_settings
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    settings = uvicorn_settings(ServeOptions(checkpoint="unused", protocol=protocol, port=port))
+    server = uvicorn.Server(uvicorn.Config(app, **{**settings, "log_level": "warning"}))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30  # a start-up guard, not a timing assertion
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.01)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+        assert not thread.is_alive()
+
+
+def json_numpy_array(array: np.ndarray) -> dict:
+    """json_numpy's encoding of an array, written independently of vlx (as `json_numpy.dumps` writes it)."""
+    data = b64(np.ascontiguousarray(array).tobytes())
+    return {"__numpy__": data, "dtype": array.dtype.str, "shape": list(array.shape)}
+
+
+def from_json_numpy(payload: dict) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(payload["__numpy__"]), np.dtype(payload["dtype"])).reshape(payload["shape"])
+
+
+def _ndarray_map(value: object) -> object:
+    if isinstance(value, np.ndarray):
+        return {b"__ndarray__": True, b"data": value.tobytes(), b"dtype": value.dtype.str, b"shape": value.shape}
+    if isinstance(value, np.generic):
+        return {b"__npgeneric__": True, b"data": value.item(), b"dtype": value.dtype.str}
+    raise TypeError(type(value).__name__)
+
+
+def openpi_frame(observation: object) -> bytes:
+    """A msgpack frame in openpi's msgpack_numpy form, written independently of vlx (and of openpi-client); lone
+    surrogates in strings pass through as the invalid UTF-8 a hostile client could send."""
+    return msgpack.packb(observation, default=_ndarray_map, use_bin_type=True, unicode_errors="surrogatepass")
+
+
+def openpi_unframe(data: bytes) -> object:
+    def hook(obj: dict) -> object:
+        if b"__ndarray__" in obj:
+            return np.ndarray(buffer=obj[b"data"], dtype=np.dtype(obj[b"dtype"]), shape=obj[b"shape"])
+        return obj
+
+    return msgpack.unpackb(data, object_hook=hook)

@@ -43,9 +43,9 @@ def test_chunk_execution_options() -> None:
 def test_unknown_key_is_a_config_error_listing_the_accepted_keys() -> None:
     with pytest.raises(ConfigError) as error:
         parse_args(["checkpoint=c", "hots=0.0.0.0"], environ={})
-    assert str(error.value) == ("unknown key 'hots'; did you mean 'host'?; vlx serve accepts: checkpoint=, host=, "
-                                "port=, api_key=, device=, predict_timeout_s=, limit_concurrency=, execute_steps=, "
-                                "ensemble=, ensemble_weight=")
+    assert str(error.value) == ("unknown key 'hots'; did you mean 'host'?; vlx serve accepts: checkpoint=, protocol=, "
+                                "host=, port=, api_key=, device=, predict_timeout_s=, limit_concurrency=, "
+                                "execute_steps=, ensemble=, ensemble_weight=, unnorm_key=, key_map=")
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -60,6 +60,14 @@ def test_unknown_key_is_a_config_error_listing_the_accepted_keys() -> None:
     (["checkpoint=c", "execute_steps=0"], "execute_steps=0 is out of range: expected 1 to 100000"),
     (["checkpoint=c", "ensemble_weight=-0.5"], "ensemble_weight=-0.5 is out of range: expected 0 to 1000"),
     (["checkpoint=c", "ensemble_weight=nan"], "ensemble_weight=nan is out of range"),
+    (["checkpoint=c", "protocol=grpc"], "protocol='grpc' is not one vlx serves; LeRobot's gRPC async inference is not "
+                                        "offered: its payloads are pickles, unsafe to accept; choose one of: vlx, "
+                                        "openvla, openpi"),
+    (["checkpoint=c", "protocol=openpl"], "protocol='openpl' is not one vlx serves; did you mean 'openpi'?"),
+    (["checkpoint=c", "protocol=openpi", "key_map=observation/image"], "key_map entry 'observation/image' is not "
+                                                                       "wire_key:input"),
+    (["checkpoint=c", "protocol=openpi", "key_map=a:image,a:state"], "key_map='a:image,a:state' maps a key twice"),
+    (["checkpoint=c", "unnorm_key="], "unnorm_key= is empty"),
 ])
 def test_bad_arguments(argv: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -113,7 +121,7 @@ def test_main_wires_the_policy_the_key_and_the_settings_into_uvicorn(monkeypatch
     serve.main(["checkpoint=runs/vla", "host=0.0.0.0", "port=8123"])
     (app, kwargs), = runs
     assert kwargs == {"host": "0.0.0.0", "port": 8123, "log_level": "info", "timeout_keep_alive": 5,
-                      "limit_concurrency": 32, "server_header": False}
+                      "limit_concurrency": 32, "server_header": False, "ws": "none"}
     err = capsys.readouterr().err
     assert "warning: listening on 0.0.0.0" in err and "requests and the API key travel unencrypted" in err
     rgb = random_rgb(2)
@@ -171,3 +179,49 @@ def test_main_wires_the_chunk_settings(monkeypatch: pytest.MonkeyPatch, capsys) 
     response = client.post("/act", json=cameras_body(images, "go", [1.0, 2.0], session="s"))
     assert response.json() == {"action": expected_chunk([rgb, rgb], "go", [1.0, 2.0])[0]}
     assert client.get("/health").json()["ensemble"] == "exp"
+
+
+def test_protocol_key_map_and_unnorm_key_options() -> None:
+    options = parse_args(["checkpoint=c", "protocol=openpi", "unnorm_key=libero",
+                          "key_map=observation/image:agentview_image, prompt:instruction"], environ={})
+    assert (options.protocol, options.unnorm_key) == ("openpi", "libero")
+    assert options.key_map == (("observation/image", "agentview_image"), ("prompt", "instruction"))
+    assert parse_args(["checkpoint=c"], environ={}).protocol == "vlx"
+    assert serve.uvicorn_settings(options)["ws"] == "websockets-sansio"
+    assert serve.uvicorn_settings(options)["ws_per_message_deflate"] is False  # uncompressed, as openpi serves
+
+
+def test_main_serves_openpi_with_the_key_map(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    import uvicorn
+    from serving_helpers import openpi_frame, openpi_unframe
+
+    runs: list[tuple] = []
+    monkeypatch.setattr(serve, "load_policy", lambda checkpoint, device: ChunkPolicy())
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: runs.append((app, kwargs)))
+    serve.main(["checkpoint=runs/vla", "protocol=openpi", "unnorm_key=libero", "execute_steps=1",
+                "key_map=front:agentview_image,wrist:wrist_image"])
+    (app, kwargs), = runs
+    assert (kwargs["ws"], kwargs["ws_max_size"]) == ("websockets-sansio", 8 * 1024 * 1024)
+    assert "(openpi protocol) on ws://127.0.0.1:8000" in capsys.readouterr().err
+    rgb = random_rgb(4, (8, 8))
+    with TestClient(app).websocket_connect("/") as ws:
+        assert openpi_unframe(ws.receive_bytes())["keys"]["front"] == "agentview_image"
+        ws.send_bytes(openpi_frame({"front": rgb, "wrist": rgb, "state": [1.0, 2.0], "prompt": "go"}))
+        assert openpi_unframe(ws.receive_bytes())["actions"].tolist() == expected_chunk([rgb, rgb], "go", [1.0, 2.0],
+                                                                                       "libero")[:1]
+
+
+def test_a_key_map_for_an_unknown_camera_stops_vlx_serve_with_one_line(monkeypatch: pytest.MonkeyPatch,
+                                                                       capsys) -> None:
+    import uvicorn
+
+    from vlx.cli import main
+
+    monkeypatch.setattr(serve, "load_policy", lambda checkpoint, device: ChunkPolicy())
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: pytest.fail("the server must not start"))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", "checkpoint=runs/vla", "protocol=openvla", "key_map=front:top_camera"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == ("vlx serve: error: key_map: 'front' maps to 'top_camera', which is not an input "
+                                       "of this model; a key maps to one of: agentview_image, wrist_image, state, "
+                                       "instruction, unnorm_key\n")

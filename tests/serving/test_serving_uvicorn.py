@@ -5,17 +5,22 @@ from __future__ import annotations
 import http.client
 import json
 import socket
-import threading
-import time
 import urllib.error
 import urllib.request
 
 import pytest
-import uvicorn
 from PIL import Image
-from serving_helpers import ONE_STEP_HEALTH, ColourPolicy, act_body, b64, encode, expected_action, random_rgb
+from serving_helpers import (
+    ONE_STEP_HEALTH,
+    ColourPolicy,
+    act_body,
+    b64,
+    encode,
+    expected_action,
+    random_rgb,
+    serve_on_loopback,
+)
 
-from vlx.cli.serve import ServeOptions, uvicorn_settings
 from vlx.serving import create_app
 
 KEY = "uvicorn-key"
@@ -24,24 +29,8 @@ RGB = random_rgb(5, (20, 10))
 
 @pytest.fixture()
 def server_port():
-    app = create_app(ColourPolicy(), api_key=KEY, max_request_bytes=32 * 1024)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    settings = uvicorn_settings(ServeOptions(checkpoint="unused", port=sock.getsockname()[1]))  # what `vlx serve` runs
-    config = uvicorn.Config(app, **{**settings, "log_level": "warning"})
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    yield sock.getsockname()[1]
-    server.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
-    assert not thread.is_alive()
+    with serve_on_loopback(create_app(ColourPolicy(), api_key=KEY, max_request_bytes=32 * 1024)) as port:
+        yield port
 
 
 def request(port: int, body: bytes, headers: dict) -> tuple[int, dict]:

@@ -20,7 +20,7 @@ commands:
   info   recipe=NAME [overrides]   build the model on the meta device and print parameter counts
   data   shapes|assets|block-reach  generate the shapes dataset, the tiny assets or block-reach robot demos
   data   check PATH [options]       list every problem of a LLaVA JSON or robomimic HDF5 file (docs/errors.md)
-  serve  checkpoint=DIR [host=...]  serve a VLA's actions over HTTP (POST /act; docs/serving.md)
+  serve  checkpoint=DIR [protocol=vlx|openvla|openpi]  serve a VLA's actions (REST /act or openpi websocket)
   import hf-llava|openvla|plain SRC OUT  convert a transformers LLaVA / OpenVLA / plain dir to a vlx checkpoint
   export hf-llava|plain CKPT OUT  write a vlx checkpoint as a transformers LLaVA dir or a plain dir (docs/formats.md)
   bench  train-step|predict-action|action-rate|loader|gpu  time vlx against the reference implementations \

@@ -1,10 +1,12 @@
-"""`vlx serve checkpoint=DIR [host=127.0.0.1] [port=8000] [api_key=KEY] [device=cpu] ...`: serve a VLA over HTTP.
+"""`vlx serve checkpoint=DIR [protocol=vlx|openvla|openpi] [host=127.0.0.1] [port=8000] [api_key=KEY] ...`: serve a VLA.
 
-A plain `key=value` parser (no Hydra: there is no config to compose, only where to listen and how to
-answer with chunks: `execute_steps=N`, or `ensemble=exp [ensemble_weight=M]`, checked against the
-model's chunk size when it is loaded). The API key can also come from the `VLX_API_KEY` environment
-variable, which keeps it out of the process list. Binding to anything but a loopback address prints a
-warning to stderr.
+A plain `key=value` parser (no Hydra: there is no config to compose, only where to listen, which wire protocol
+to speak — vlx's REST, OpenVLA's REST or openpi's websocket —, which observation keys feed which model input
+(`key_map=observation/image:agentview_image,...` for the OpenVLA and openpi protocols), the dataset to
+un-normalise with when a request names none (`unnorm_key=`), and how to answer with chunks: `execute_steps=N`,
+or `ensemble=exp [ensemble_weight=M]`, checked against the model's chunk size when it is loaded). The API key
+can also come from the `VLX_API_KEY` environment variable, which keeps it out of the process list. Binding to
+anything but a loopback address prints a warning to stderr.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ from typing import Any, TextIO
 
 from vlx.config_schema import closest
 from vlx.errors import ConfigError, VlxError
+from vlx.serving.app import check_protocol
+from vlx.serving.service import Limits
 
-ACCEPTED = ("checkpoint", "host", "port", "api_key", "device", "predict_timeout_s", "limit_concurrency",
-            "execute_steps", "ensemble", "ensemble_weight")
+ACCEPTED = ("checkpoint", "protocol", "host", "port", "api_key", "device", "predict_timeout_s", "limit_concurrency",
+            "execute_steps", "ensemble", "ensemble_weight", "unnorm_key", "key_map")
 NULLS = ("null", "none")  # execute_steps= / ensemble= values meaning "not set"
 API_KEY_ENV = "VLX_API_KEY"
 
@@ -36,6 +40,9 @@ class ServeOptions:
     execute_steps: int | None = None  # rows of each predicted chunk to answer (None: all)
     ensemble: str | None = None  # "exp": temporal ensembling per client session
     ensemble_weight: float = 0.01
+    protocol: str = "vlx"  # vlx | openvla | openpi (vlx.serving.PROTOCOLS)
+    unnorm_key: str | None = None  # the dataset used when a request names none
+    key_map: tuple[tuple[str, str], ...] | None = None  # (wire key, model input) pairs for openvla / openpi
 
 
 def _number(key: str, text: str, kind: type, low: float, high: float) -> Any:
@@ -46,6 +53,19 @@ def _number(key: str, text: str, kind: type, low: float, high: float) -> Any:
     if not low <= value <= high:
         raise ConfigError(f"{key}={text} is out of range: expected {low:g} to {high:g}")
     return value
+
+
+def parse_key_map(text: str) -> tuple[tuple[str, str], ...]:
+    """`wire:input,wire:input` (each wire key mapped to a camera, image, state, instruction or unnorm_key)."""
+    pairs = []
+    for entry in text.split(","):
+        wire, sep, target = entry.strip().rpartition(":")
+        if not sep or not wire or not target:
+            raise ConfigError(f"key_map entry {entry!r} is not wire_key:input (e.g. observation/image:agentview_image)")
+        pairs.append((wire, target))
+    if len({wire for wire, _ in pairs}) != len(pairs):
+        raise ConfigError(f"key_map={text!r} maps a key twice")
+    return tuple(pairs)
 
 
 def parse_args(argv: list[str], environ: dict[str, str] | None = None) -> ServeOptions:
@@ -67,8 +87,12 @@ def parse_args(argv: list[str], environ: dict[str, str] | None = None) -> ServeO
     if not values.get("host", "x") or not values.get("device", "x"):
         raise ConfigError("host= and device= must not be empty")
     steps, ensemble = values.get("execute_steps", "null"), values.get("ensemble", "null")
+    protocol = check_protocol(values.get("protocol", ServeOptions.protocol))
+    if "unnorm_key" in values and not values["unnorm_key"]:
+        raise ConfigError("unnorm_key= is empty; name a dataset of the model, or leave unnorm_key out")
     return ServeOptions(
         checkpoint=values["checkpoint"],
+        protocol=protocol,
         host=values.get("host", ServeOptions.host),
         port=_number("port", values["port"], int, 1, 65535) if "port" in values else ServeOptions.port,
         api_key=values.get("api_key") or environ.get(API_KEY_ENV) or None,
@@ -81,6 +105,8 @@ def parse_args(argv: list[str], environ: dict[str, str] | None = None) -> ServeO
         ensemble=None if ensemble.lower() in NULLS else ensemble,
         ensemble_weight=(_number("ensemble_weight", values["ensemble_weight"], float, 0, 1000)
                          if "ensemble_weight" in values else ServeOptions.ensemble_weight),
+        unnorm_key=values.get("unnorm_key"),
+        key_map=parse_key_map(values["key_map"]) if "key_map" in values else None,
     )
 
 
@@ -112,9 +138,12 @@ def warn_if_exposed(host: str, api_key: str | None, stream: TextIO | None = None
 
 
 def uvicorn_settings(options: ServeOptions) -> dict[str, Any]:
-    """The keyword arguments of `uvicorn.run`: short keep-alive, bounded concurrency (503 beyond), no Server header."""
+    """The keyword arguments of `uvicorn.run`: short keep-alive, bounded concurrency (503 beyond), no Server header;
+    websockets only for protocol=openpi, uncompressed (as openpi's server) and with frames capped at the body limit."""
+    websocket = (dict(ws="websockets-sansio", ws_max_size=Limits.max_request_bytes, ws_per_message_deflate=False)
+                 if options.protocol == "openpi" else dict(ws="none"))
     return dict(host=options.host, port=options.port, log_level="info", timeout_keep_alive=5,
-                limit_concurrency=options.limit_concurrency, server_header=False)
+                limit_concurrency=options.limit_concurrency, server_header=False, **websocket)
 
 
 def _is_vla(model: Any) -> bool:
@@ -152,9 +181,10 @@ def _execution(options: ServeOptions) -> str:
 
 def main(argv: list[str]) -> None:
     if any(arg in ("-h", "--help", "help") for arg in argv):
-        print(f"usage: vlx serve checkpoint=DIR [host=127.0.0.1] [port=8000] [api_key=KEY] [device=cpu] "
-              f"[predict_timeout_s=30] [limit_concurrency=32] [execute_steps=N | ensemble=exp [ensemble_weight=0.01]]"
-              f"\n  the API key may also come from ${API_KEY_ENV}")
+        print(f"usage: vlx serve checkpoint=DIR [protocol=vlx|openvla|openpi] [host=127.0.0.1] [port=8000] "
+              f"[api_key=KEY] [device=cpu] [predict_timeout_s=30] [limit_concurrency=32] [unnorm_key=DATASET] "
+              f"[key_map=WIRE:INPUT,...] [execute_steps=N | ensemble=exp [ensemble_weight=0.01]]"
+              f"\n  the API key may also come from ${API_KEY_ENV}; see docs/serving.md")
         return
     options = parse_args(argv)
     import uvicorn
@@ -162,13 +192,15 @@ def main(argv: list[str]) -> None:
     from vlx.serving import create_app
 
     policy = load_policy(options.checkpoint, options.device)
-    app = create_app(policy, api_key=options.api_key, predict_timeout_s=options.predict_timeout_s,
-                     execute_steps=options.execute_steps, ensemble=options.ensemble,
-                     ensemble_weight=options.ensemble_weight)
+    app = create_app(policy, protocol=options.protocol, api_key=options.api_key,
+                     predict_timeout_s=options.predict_timeout_s, execute_steps=options.execute_steps,
+                     ensemble=options.ensemble, ensemble_weight=options.ensemble_weight,
+                     unnorm_key=options.unnorm_key, key_map=dict(options.key_map) if options.key_map else None)
     warn_if_exposed(options.host, options.api_key)
     shown = f"[{options.host}]" if ":" in options.host else options.host
     observation = getattr(policy, "observation", None)
-    print(f"serving {options.checkpoint} on http://{shown}:{options.port} "
+    scheme = "ws" if options.protocol == "openpi" else "http"
+    print(f"serving {options.checkpoint} ({options.protocol} protocol) on {scheme}://{shown}:{options.port} "
           f"(action_dim={policy.action_dim}, chunk_size={getattr(policy, 'chunk_size', 1)}, "
           f"cameras={getattr(observation, 'cameras', None)}, state_dim={getattr(observation, 'state_dim', None)}, "
           f"unnorm_keys={list(policy.unnorm_keys)}, {_execution(options)}, "

@@ -1,7 +1,8 @@
-"""HTTP plumbing of the policy server: ASCII JSON answers, `{"error", "field"}` bodies, and the body size limit.
+"""HTTP plumbing of the REST policy servers: ASCII JSON answers, `{"error", "field"}` bodies, the body size limit.
 
 `json_response` never fails to encode (ASCII only, no NaN); `error_response` bounds the echoed message and field;
-`validation_error` turns pydantic-style errors into one 422 naming the first field; `BodyLimitMiddleware` answers
+`validation_error` turns pydantic-style errors into one 422 naming the first field; `require_json` checks the
+Content-Type (415) and `read_body` reads the body (400 when the client goes away); `BodyLimitMiddleware` answers
 413 for a body over the limit, from Content-Length before the app runs and while the body streams in.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -18,9 +20,18 @@ from vlx.serving.schema import ApiError
 MAX_MESSAGE, MAX_FIELD = 300, 64
 
 
-def json_response(status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+# An encoder object rather than json.dumps, which a client library in the same process may have patched.
+_ENCODER = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+
+
+def json_text(payload: Any) -> str:
+    """Compact ASCII-only JSON without NaN (a ValueError for a non-finite float)."""
+    return _ENCODER.encode(payload)
+
+
+def json_response(status: int, payload: Any, headers: dict[str, str] | None = None) -> Response:
     """ASCII-only JSON (a lone surrogate or odd byte in an echoed name can never break encoding)."""
-    body = json.dumps(payload, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+    body = json_text(payload)
     return Response(body.encode("ascii"), status_code=status, headers=headers, media_type="application/json")
 
 
@@ -41,6 +52,22 @@ def validation_error(errors: list[dict[str, Any]], skip_loc_prefix: int = 0) -> 
     if len(errors) > 1:
         message += f" (and {len(errors) - 1} more error{'s' if len(errors) > 2 else ''})"
     return ApiError(422, message, field)
+
+
+def require_json(request: Request) -> None:
+    """A 415 unless the request's Content-Type is `application/json`, optionally with `charset=utf-8`."""
+    media_type, _, params = request.headers.get("content-type", "").partition(";")
+    charset = params.strip().lower().replace(" ", "")
+    if media_type.strip().lower() != "application/json" or charset not in ("", "charset=utf-8", 'charset="utf-8"'):
+        raise ApiError(415, "Content-Type must be application/json (UTF-8)", "Content-Type")
+
+
+async def read_body(request: Request) -> bytes:
+    """The whole body, or a 400 when the client goes away before sending it."""
+    try:
+        return await request.body()
+    except ClientDisconnect:
+        raise ApiError(400, "the client disconnected before sending the whole body", "body") from None
 
 
 class BodyLimitMiddleware:

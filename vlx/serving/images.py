@@ -6,6 +6,8 @@ or JPEG signature and are opened only by that one Pillow plugin. The width and h
 the file header *before* any pixel is decoded, so a small file that declares a huge image (a
 decompression bomb) is refused without allocating it; Pillow's own size check is a second line. The
 image is decoded (`load()`) inside a try, and every failure becomes an `ImageError` (HTTP 400).
+`array_to_image` does the same for the raw uint8 arrays of the OpenVLA and openpi protocols: (H, W),
+(H, W, 1), (H, W, 3) or (H, W, 4), channels last, under the same size limits.
 """
 
 from __future__ import annotations
@@ -27,18 +29,18 @@ class ImageError(ValueError):
     """The request's image is not a valid, acceptably sized PNG or JPEG (the message says why)."""
 
 
-def decode_base64(text: str, max_bytes: int) -> bytes:
-    """Strictly decode standard, padded base64 (no whitespace or other characters)."""
-    if not text:
+def decode_base64(text: str, max_bytes: int, what: str = "image") -> bytes:
+    """Strictly decode standard, padded base64 (no whitespace or other characters); `what` names it in errors."""
+    if not text and what == "image":
         raise ImageError("image is empty; expected base64-encoded PNG or JPEG bytes")
     if len(text) % 4:
-        raise ImageError("image is not valid base64 (its length is not a multiple of 4)")
+        raise ImageError(f"{what} is not valid base64 (its length is not a multiple of 4)")
     if len(text) // 4 * 3 > max_bytes + 2:
-        raise ImageError(f"image is larger than {max_bytes} bytes")
+        raise ImageError(f"{what} is larger than {max_bytes} bytes")
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
-        raise ImageError("image is not valid base64 (standard alphabet A-Z a-z 0-9 + /, '=' padding)") from None
+        raise ImageError(f"{what} is not valid base64 (standard alphabet A-Z a-z 0-9 + /, '=' padding)") from None
 
 
 def _declared_size(data: bytes, kind: str) -> tuple[int, int] | None:
@@ -116,3 +118,21 @@ def decode_image(text: str, *, max_bytes: int, max_pixels: int, max_side: int) -
     except Exception as exc:  # noqa: BLE001 — any decoder failure on untrusted bytes is the client's bad image
         reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
         raise ImageError(f"image is not a valid {kind}: {reason}") from None
+
+
+def array_to_image(array: np.ndarray, *, max_pixels: int, max_side: int) -> Image.Image:
+    """The RGB image of a uint8 array (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), or an ImageError saying why not."""
+    shape = tuple(array.shape)
+    if array.dtype != np.uint8:
+        hint = " (convert a float image in [0, 1] with (x * 255).astype(np.uint8))" if array.dtype.kind == "f" else ""
+        raise ImageError(f"image must be a uint8 array, not {array.dtype}{hint}")
+    if len(shape) == 3 and shape[0] in (1, 3, 4) and shape[2] not in (1, 3, 4):
+        raise ImageError(f"image has shape {shape}: channels must come last, (H, W, 3)")
+    if not (len(shape) == 2 or (len(shape) == 3 and shape[2] in (1, 3, 4))):
+        raise ImageError(f"image has shape {shape}; expected (H, W, 3), (H, W, 4), (H, W, 1) or (H, W)")
+    _check_size(shape[1], shape[0], max_pixels, max_side)
+    if len(shape) == 3 and shape[2] == 1:
+        array = array[..., 0]
+    # an owned C-order copy (the array may view a read-only request buffer); uint8 (H, W) / (H, W, 3) / (H, W, 4)
+    # become L / RGB / RGBA
+    return to_rgb(Image.fromarray(np.array(array, order="C")))

@@ -4,7 +4,7 @@
 an object (422), the schema plus the fields the model decides on — `image` xor `images`, and a `session` when
 the server ensembles (422, every problem at once, the first named) —, the cameras by name and the state against
 the model's observation spec (422, the model's own message; nothing is decoded yet), then each image (400 naming
-`image` or `images.<camera>`).
+`image` or `images.<camera>`). `load_json`, the first step, also reads OpenVLA-protocol bodies.
 """
 
 from __future__ import annotations
@@ -33,11 +33,16 @@ def _reject_constant(name: str) -> Any:
     raise ApiError(400, f"request body is not valid JSON: {name} is not a JSON number", "body")
 
 
-def _load_json(body: bytes) -> dict[str, Any]:
+# A decoder object rather than json.loads, which a client library in the same process may have patched
+# (json_numpy.patch() does).
+_DECODER = json.JSONDecoder(object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
+
+
+def load_json(body: bytes) -> dict[str, Any]:
     """The body as a JSON object: strict UTF-8, no duplicate keys, no NaN/Infinity literals (400), an object (422)."""
     try:
         text = body.decode("utf-8")
-        data = json.loads(text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
+        data = _DECODER.decode(text)
     except UnicodeDecodeError:
         raise ApiError(400, "request body is not valid JSON: it is not UTF-8", "body") from None
     except RecursionError:
@@ -97,7 +102,7 @@ def parse_act_request(
 ) -> tuple[ActRequest, Any]:
     """The validated request and its RGB image (or {camera: RGB image}), or an ApiError (400 body/image, 422 schema)."""
     spec = observation or ObservationSpec()
-    data = _load_json(body)
+    data = load_json(body)
     errors = _model_field_errors(data, spec, needs_session)
     try:
         request = ActRequest.model_validate(data, strict=True, context={"max_instruction_chars": max_instruction_chars})

@@ -23,11 +23,11 @@ MAX_UNNORM_KEY_CHARS = MAX_NAME_CHARS
 MAX_CAMERAS = 16  # entries of `images`
 MAX_STATE_VALUES = 1024  # entries of `state`
 # C0 controls other than tab/newline/carriage return, DEL, and lone surrogates (not encodable as UTF-8).
-_BAD_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+BAD_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 
 
 def _no_bad_chars(value: str) -> str:
-    if _BAD_CHARS.search(value):
+    if BAD_CHARS.search(value):
         raise PydanticCustomError("bad_characters", "String contains control characters or lone surrogates")
     return value
 

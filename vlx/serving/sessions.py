@@ -34,6 +34,11 @@ class SessionExecutors:
     def __contains__(self, session: object) -> bool:
         return session in self._executors
 
+    def forget(self, session: str) -> None:
+        """Drop `session`'s history (its client is gone, e.g. an openpi connection closed)."""
+        with self._lock:
+            self._executors.pop(session, None)
+
     def step(self, session: str, chunk: np.ndarray) -> np.ndarray:
         """Add `chunk` (K, A), predicted for `session`'s current step, and return that step's action (A,)."""
         with self._lock:
