@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from vlx.action_evaluation import evaluate_actions
-from vlx.cli.closed_loop import evaluate_closed_loop
+from vlx.evaluation.actions import evaluate_actions
+from vlx.evaluation.closed_loop import evaluate_closed_loop
 from vlx.data.robomimic_hdf5 import RobomimicFile
 from vlx.envs import record_demos
 from vlx.errors import ConfigError

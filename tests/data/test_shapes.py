@@ -18,7 +18,7 @@ from vlx.data.shapes import (
     generate_shapes,
     shapes_vocabulary,
 )
-from vlx.evaluation import chance_accuracy
+from vlx.evaluation.vqa import chance_accuracy
 
 SIZE, GRID = 48, 3
 N = {"train": 40, "val": 10}

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from tests.envs.robomimic_reader import robomimic_sequence_dataset
-from vlx.cli.closed_loop import evaluate_expert
-from vlx.cli.task_suite import evaluate_tasks, suite_table
+from vlx.evaluation.closed_loop import evaluate_expert
+from vlx.evaluation.task_suite import evaluate_tasks, suite_table
 from vlx.data.check import check_robomimic
 from vlx.envs import MetaWorldEnv
 from vlx.envs.metaworld_record import MetaWorldRecording, record_metaworld
@@ -176,7 +176,7 @@ def test_a_vla_checkpoint_rolls_out_on_metaworld_tasks(tiny_cfg: dict, tmp_path:
     import torch
 
     from vlx.builder import build_model
-    from vlx.cli.closed_loop import evaluate_closed_loop
+    from vlx.evaluation.closed_loop import evaluate_closed_loop
     from vlx.data.action_stats import ActionStats
 
     torch.manual_seed(0)

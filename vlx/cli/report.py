@@ -4,7 +4,7 @@
 and prints `params_total=N` / `params_trainable=N` (trainable as in the last stage of `train.stages`).
 `evaluate_checkpoint` scores a checkpoint on held-out questions and on the same questions with blank
 images, printing `accuracy=`, `blank_accuracy=` and `chance=` lines plus per-question-type numbers; a
-VLA checkpoint is evaluated in closed loop instead (`vlx.cli.closed_loop`), and `rollout.policy=expert` rolls
+VLA checkpoint is evaluated in closed loop instead (`vlx.evaluation.closed_loop`), and `rollout.policy=expert` rolls
 out the environment's scripted expert without a checkpoint.
 """
 
@@ -21,7 +21,7 @@ from rich.progress import Progress
 from vlx.builder import build_model, to_plain
 from vlx.checkpoint import load
 from vlx.errors import ConfigError
-from vlx.evaluation import VQAResult, evaluate_vqa, load_questions
+from vlx.evaluation.vqa import VQAResult, evaluate_vqa, load_questions
 from vlx.model import VisionLanguageModel
 from vlx.training.lora import set_up_stage
 
@@ -76,7 +76,7 @@ def evaluate_checkpoint(config: DictConfig | dict[str, Any],
         raise ConfigError(f"config key 'rollout.policy'={policy!r}; expected model (the checkpoint) or expert (the "
                           "environment's scripted expert, no checkpoint)")
     if policy == "expert" and model is None:
-        from vlx.cli.closed_loop import evaluate_expert
+        from vlx.evaluation.closed_loop import evaluate_expert
 
         return evaluate_expert(cfg)
     if model is None:
@@ -84,7 +84,7 @@ def evaluate_checkpoint(config: DictConfig | dict[str, Any],
             raise ConfigError("vlx eval needs checkpoint=DIR (a directory written by vlx train)")
         model = load(cfg["checkpoint"])
     if model.is_vla:  # a VLA: evaluate it in closed loop
-        from vlx.cli.closed_loop import evaluate_closed_loop
+        from vlx.evaluation.closed_loop import evaluate_closed_loop
 
         return evaluate_closed_loop(cfg, model)
     eval_cfg = cfg["eval"] if cfg["eval"].get("json_path") else model.config.get("eval", {})

@@ -7,7 +7,7 @@ and one single-turn question sample (stage 2: the colour or shape at a position,
 shape of a colour that occurs once, or the number of shapes), both in the LLaVA conversation JSON format
 (`mix_{split}.json` holds both, for single-stage training). Question types are
 balanced exactly, so the answer a model could give without looking at the image is weak
-(`vlx.evaluation.chance_accuracy` measures it). Generation is fully deterministic: the same parameters give
+(`vlx.evaluation.vqa.chance_accuracy` measures it). Generation is fully deterministic: the same parameters give
 byte-identical JSON and PNG files, and the "train" and "val" splits come from disjoint random
 streams seeded by a SHA-512 of the seed and split name (`random.Random` with a string seed; never
 Python's salted `hash()`).

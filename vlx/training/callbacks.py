@@ -22,7 +22,7 @@ from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy
 from lightning.pytorch.utilities import rank_zero_warn
 
 from vlx.errors import ConfigError
-from vlx.evaluation import evaluate_vqa, load_questions
+from vlx.evaluation.vqa import evaluate_vqa, load_questions
 
 
 def wandb_loggers(trainer: L.Trainer) -> list[WandbLogger]:
@@ -85,7 +85,7 @@ class RobotSampleTable(L.Callback):
         loggers = wandb_loggers(trainer)
         if not loggers:
             return
-        from vlx.action_evaluation import observation_of
+        from vlx.evaluation.actions import observation_of
         from vlx.data.robomimic_hdf5 import RobomimicFile
 
         model = pl_module.model

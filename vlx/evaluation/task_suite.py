@@ -3,7 +3,7 @@
 Each task of `rollout.tasks` (names or groups, `vlx.envs.metaworld_tasks.resolve_tasks`) is rolled out on the same
 `rollout.episodes` seeds with `rollout.env_kwargs` plus its `task`: the policy, the policy told another task's
 instruction (the wrong-instruction control, `rollout.wrong_instruction`: does it follow the words or only the
-scene?) and Meta-World's scripted expert (skipped with `rollout.expert_noise=null`); with `rollout.policy=expert`
+scene?) and Meta-World's scripted expert (skipped with `rollout.expert=false`); with `rollout.policy=expert`
 the expert alone. `rollout.blind_instruction` is not used here: the wrong-instruction control takes its place.
 Prints one line per task and per split (`success_rate[split=easy]=`) and the overall rates, writes
 `{output_dir}/rollout.json` (per task, per split, every episode), GIFs of each task's first `rollout.videos`
@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from vlx.cli.closed_loop import _plain, episode_seeds, log_to_wandb, scripted_expert
+from vlx.evaluation.closed_loop import _plain, episode_seeds, log_to_wandb, scripted_expert
 from vlx.envs.metaworld_env import ENV_NAME
 from vlx.envs.metaworld_tasks import INSTRUCTIONS, SPLITS, resolve_tasks, split_of, wrong_instruction
 from vlx.envs.rollout import EnvPolicy, ObservationPolicy, RolloutResult, rollout

@@ -9,7 +9,7 @@ With `eval.demos` (a robomimic file) it also prints offline `action_accuracy=` /
 held-out split, and `blind_action_accuracy=` with the uninformative instruction. GIFs of the first
 episodes go to `{output_dir}/videos`; everything is written to
 `{output_dir}/rollout.json` and, with `logger=wandb`, logged to a W&B run (rates and videos).
-With `rollout.tasks` (Meta-World) each task is evaluated in turn (`vlx.cli.task_suite`); `rollout.policy=expert`
+With `rollout.tasks` (Meta-World) each task is evaluated in turn (`vlx.evaluation.task_suite`); `rollout.policy=expert`
 rolls out the environment's scripted expert alone, without a checkpoint (`evaluate_expert`).
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from vlx.action_evaluation import evaluate_actions
+from vlx.evaluation.actions import evaluate_actions
 from vlx.data.robomimic_hdf5 import RobomimicFile
 from vlx.envs import ExpertPolicy, MetaWorldExpert, rollout
 from vlx.envs.block_reach import ENV_NAME
@@ -80,12 +80,12 @@ def episode_seeds(settings: dict[str, Any]) -> list[int]:
 
 
 def scripted_expert(settings: dict[str, Any]) -> EnvPolicy | None:
-    """The environment's scripted expert (None when it has none, or `rollout.expert_noise` is null): block-reach's
-    with `expert_noise` on its moves, Meta-World's own (noiseless)."""
-    if settings.get("expert_noise") is None:
+    """The environment's scripted expert (None when it has none, or `rollout.expert` is false): block-reach's
+    with `expert_noise` on its moves (none when unset), Meta-World's own (noiseless)."""
+    if not settings.get("expert", True):
         return None
     if settings["env"] == ENV_NAME:
-        return ExpertPolicy(noise=float(settings["expert_noise"]))
+        return ExpertPolicy(noise=float(settings.get("expert_noise") or 0.0))
     return MetaWorldExpert() if settings["env"] == METAWORLD else None
 
 
@@ -95,7 +95,7 @@ def evaluate_closed_loop(cfg: dict[str, Any], model: VisionLanguageModel) -> dic
     execution = ExecutionSettings.from_config(model.chunk_size, settings)
     policy = model_policy(model, settings.get("unnorm_key"))
     if settings.get("tasks"):
-        from vlx.cli.task_suite import evaluate_tasks  # here: task_suite builds on this module's helpers
+        from vlx.evaluation.task_suite import evaluate_tasks  # here: task_suite builds on this module's helpers
 
         return evaluate_tasks(cfg, settings, policy, execution)
     env, kwargs = settings["env"], settings.get("env_kwargs") or {}
@@ -123,12 +123,12 @@ def evaluate_closed_loop(cfg: dict[str, Any], model: VisionLanguageModel) -> dic
 def evaluate_expert(cfg: dict[str, Any]) -> dict[str, Any]:
     """`rollout.policy=expert`: the environment's scripted expert alone, no checkpoint (`rollout.tasks` too)."""
     settings = rollout_settings(cfg)
-    expert = scripted_expert({**settings, "expert_noise": settings.get("expert_noise", 0.0)})
+    expert = scripted_expert({**settings, "expert": True})
     if expert is None:
         raise ConfigError(f"rollout.policy=expert: rollout.env={settings['env']!r} has no scripted expert (block-reach "
                           "and metaworld have one); evaluate a checkpoint instead")
     if settings.get("tasks"):
-        from vlx.cli.task_suite import evaluate_tasks  # here: task_suite builds on this module's helpers
+        from vlx.evaluation.task_suite import evaluate_tasks  # here: task_suite builds on this module's helpers
 
         return evaluate_tasks(cfg, settings, expert, None)
     seeds, output_dir = episode_seeds(settings), Path(cfg["output_dir"])
