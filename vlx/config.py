@@ -22,6 +22,7 @@ from omegaconf.errors import OmegaConfBaseException
 from vlx.config_schema import check_config, unknown_key_error
 from vlx.errors import ConfigError
 from vlx.paths import conf_dir, recipes_dir
+from vlx.vision_preset_table import preset_configs
 
 
 def recipe_names() -> list[str]:
@@ -30,10 +31,13 @@ def recipe_names() -> list[str]:
 
 
 def register_recipes() -> None:
-    """Put every recipe file into Hydra's ConfigStore as an option of the `recipe` group."""
+    """Put every recipe file into Hydra's ConfigStore as an option of the `recipe` group, and each named vision
+    backbone of `vlx.vision_preset_table` as an option of the `vision` group."""
     store = ConfigStore.instance()
     for path in sorted(recipes_dir().glob("*.yaml")):
         store.store(group="recipe", name=path.stem, node=OmegaConf.load(path), package="_global_")
+    for name, node in preset_configs().items():
+        store.store(group="vision", name=name, node=node)
 
 
 def with_recipe(overrides: Sequence[str], default: str = "llava-tiny") -> list[str]:

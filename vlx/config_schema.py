@@ -88,6 +88,7 @@ class RolloutSchema:
     ensemble: Optional[str]
     ensemble_weight: float
     blind_instruction: Optional[str]
+    expert: bool
     expert_noise: Optional[float]
     policy: str
     tasks: Union[str, list, None]
