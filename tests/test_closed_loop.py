@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-from vlx.evaluation.actions import evaluate_actions
-from vlx.evaluation.closed_loop import evaluate_closed_loop
 from vlx.data.robomimic_hdf5 import RobomimicFile
 from vlx.envs import record_demos
 from vlx.errors import ConfigError
+from vlx.evaluation.actions import evaluate_actions
+from vlx.evaluation.closed_loop import evaluate_closed_loop
 
 
 def run_config(tmp_path, **eval_cfg) -> dict:

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 
 from tests.envs.robomimic_reader import robomimic_sequence_dataset
-from vlx.evaluation.closed_loop import evaluate_expert
-from vlx.evaluation.task_suite import evaluate_tasks, suite_table
 from vlx.data.check import check_robomimic
 from vlx.envs import MetaWorldEnv
 from vlx.envs.metaworld_record import MetaWorldRecording, record_metaworld
 from vlx.envs.record import SEED_STRIDE
 from vlx.errors import ConfigError
+from vlx.evaluation.closed_loop import evaluate_expert
+from vlx.evaluation.task_suite import evaluate_tasks, suite_table
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("metaworld") is None,
                                 reason="the vlx[metaworld] extra (in vlx[dev])")  # imported by vlx only when used
@@ -176,8 +176,8 @@ def test_a_vla_checkpoint_rolls_out_on_metaworld_tasks(tiny_cfg: dict, tmp_path:
     import torch
 
     from vlx.builder import build_model
-    from vlx.evaluation.closed_loop import evaluate_closed_loop
     from vlx.data.action_stats import ActionStats
+    from vlx.evaluation.closed_loop import evaluate_closed_loop
 
     torch.manual_seed(0)
     model = build_model({**tiny_cfg, "head": {"name": "action-tokens", "action_dim": 4, "tokens": "new"},

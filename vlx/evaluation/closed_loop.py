@@ -21,13 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from vlx.evaluation.actions import evaluate_actions
 from vlx.data.robomimic_hdf5 import RobomimicFile
 from vlx.envs import ExpertPolicy, MetaWorldExpert, rollout
 from vlx.envs.block_reach import ENV_NAME
 from vlx.envs.metaworld_env import ENV_NAME as METAWORLD
 from vlx.envs.rollout import EnvPolicy, RolloutResult
 from vlx.errors import ConfigError
+from vlx.evaluation.actions import evaluate_actions
 from vlx.execution import ExecutionSettings
 from vlx.model import VisionLanguageModel
 

@@ -17,11 +17,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from vlx.evaluation.closed_loop import _plain, episode_seeds, log_to_wandb, scripted_expert
 from vlx.envs.metaworld_env import ENV_NAME
 from vlx.envs.metaworld_tasks import INSTRUCTIONS, SPLITS, resolve_tasks, split_of, wrong_instruction
 from vlx.envs.rollout import EnvPolicy, ObservationPolicy, RolloutResult, rollout
 from vlx.errors import ConfigError
+from vlx.evaluation.closed_loop import _plain, episode_seeds, log_to_wandb, scripted_expert
 from vlx.execution import ExecutionSettings
 
 RUNS = {"policy": "success_rate", "expert": "expert_success_rate",

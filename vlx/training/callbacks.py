@@ -85,8 +85,8 @@ class RobotSampleTable(L.Callback):
         loggers = wandb_loggers(trainer)
         if not loggers:
             return
-        from vlx.evaluation.actions import observation_of
         from vlx.data.robomimic_hdf5 import RobomimicFile
+        from vlx.evaluation.actions import observation_of
 
         model = pl_module.model
         demos = RobomimicFile(self.path, model.observation.cameras or "agentview_image", filter_key=self.filter_key,

@@ -12,8 +12,8 @@ from typing import Any
 
 from vlx.registry import VISION_BACKBONES
 from vlx.vision.fused import FusedVisionBackbone
-from vlx.vision_preset_table import FUSED_OPTIONS, FUSED_PRESETS, TIMM_OPTIONS, TIMM_PRESETS
 from vlx.vision.timm_vit import TimmViT
+from vlx.vision_preset_table import FUSED_OPTIONS, FUSED_PRESETS, TIMM_OPTIONS, TIMM_PRESETS
 
 
 def timm_preset(model_id: str, image_size: int, model_kwargs: dict[str, Any]) -> Callable[..., TimmViT]:
