@@ -46,3 +46,25 @@ def test_env_must_be_named(tiny_vla, tmp_path) -> None:
     cfg["rollout"]["env"] = None
     with pytest.raises(ConfigError, match="rollout.env"):
         evaluate_closed_loop(cfg, tiny_vla)
+
+
+def test_controls_can_be_switched_off_over_the_checkpoints_settings(tiny_vla, tmp_path, capsys) -> None:
+    """`rollout.expert=false` skips the scripted expert; an empty blind instruction skips the blind control even when
+    the checkpoint's saved rollout settings name one (null would keep the saved value)."""
+    tiny_vla.config["rollout"] = {"blind_instruction": "move to the block", "expert_noise": 0.3}
+    cfg = run_config(tmp_path)
+    cfg["rollout"].update(blind_instruction="", expert=False)
+    report = evaluate_closed_loop(cfg, tiny_vla)
+    printed = capsys.readouterr().out
+    assert "success_rate" in report and "blind_success_rate" not in report and "expert_success_rate" not in report
+    assert "blind_success_rate=" not in printed and "expert_success_rate=" not in printed
+    saved = json.loads((tmp_path / "eval" / "rollout.json").read_text())
+    assert list(saved["episodes"]) == ["policy"]
+
+
+def test_the_saved_expert_noise_applies_when_the_config_leaves_it_unset(tiny_vla, tmp_path) -> None:
+    tiny_vla.config["rollout"] = {"expert_noise": 0.3}
+    cfg = run_config(tmp_path)
+    cfg["rollout"].update(expert_noise=None, blind_instruction=None)
+    report = evaluate_closed_loop(cfg, tiny_vla)
+    assert report["settings"]["expert_noise"] == 0.3 and "blind_success_rate" not in report

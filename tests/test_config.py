@@ -131,3 +131,21 @@ def test_every_recipe_composes_and_builds_on_the_meta_device(recipe, capsys):
     assert 0 < counts["trainable"] <= counts["total"] and counts["total"] == sum(
         counts[f"{part}_total"] for part in ("vision", "projector", "proprio", "llm", "head"))
     assert f"params_total={counts['total']}" in capsys.readouterr().out
+
+
+def test_vision_presets_are_config_options_with_the_builders_own_defaults():
+    """Each named timm/fused backbone is a `vision=NAME` option made from vlx/vision_preset_table.py; its keys are the
+    registered builder's parameters with the builder's defaults, and they are overridable without `+`."""
+    import inspect
+
+    from vlx.registry import VISION_BACKBONES
+    from vlx.vision_preset_table import preset_configs
+
+    assert {"clip-vit-l", "dinov2-vit-l", "dinosiglip-224px", "dinosiglip-384px"} <= set(preset_configs())
+    for name in preset_configs():
+        node = to_plain(compose(["recipe=llava-tiny", f"vision={name}"])["vision"])
+        parameters = inspect.signature(VISION_BACKBONES.get(name, where="vision.name")).parameters
+        defaults = {key: p.default for key, p in parameters.items() if key != "load_weights"}
+        assert node == {"name": name, **defaults}, name
+    local = compose(["recipe=llava-tiny", "vision=dinov2-vit-l", "vision.weights_file=/w/dinov2.safetensors"])
+    assert local.vision.weights_file == "/w/dinov2.safetensors" and local.vision.pretrained is True
