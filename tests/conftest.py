@@ -12,6 +12,15 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (`-n auto --dist loadgroup`, pyproject's addopts) the `slow` tests form one group that one
+    worker runs in order, as in a plain run (their CPU schedules were measured that way), while the other workers
+    take the fast tests."""
+    for item in items:
+        if item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.xdist_group("slow"))
+
+
 @pytest.fixture(scope="session")
 def vlx_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A private VLX_HOME so tests never touch the user's cache."""

@@ -24,6 +24,7 @@ from vlx.config import composition_error, recipe_names, register_recipes
 from vlx.config_schema import check_config
 from vlx.errors import ConfigError, VlxError
 from vlx.paths import conf_dir
+from vlx.vision_preset_table import preset_configs
 
 
 class _Escaped(BaseException):
@@ -45,9 +46,11 @@ SUMMARIES = {
 
 
 def config_groups() -> dict[str, list[str]]:
-    """Config group → its options, read from the config directory (what Hydra's help lists, without composing)."""
+    """Config group → its options, read from the config directory and the vision preset table (what Hydra's help
+    lists, without composing)."""
     groups = {path.name: sorted(p.stem for p in path.glob("*.yaml")) for path in sorted(conf_dir().iterdir())
               if path.is_dir()}
+    groups["vision"] = sorted({*groups.get("vision", []), *preset_configs()})
     return {"recipe": recipe_names(), **{name: options for name, options in groups.items() if options}}
 
 
