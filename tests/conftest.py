@@ -13,12 +13,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (`-n auto --dist loadgroup`, pyproject's addopts) the `slow` tests form one group that one
-    worker runs in order, as in a plain run (their CPU schedules were measured that way), while the other workers
-    take the fast tests."""
+    """Under pytest-xdist (`-n auto --dist loadgroup`, pyproject's addopts) the `slow` tests form two groups, each run
+    by one worker in order: the VLM learning demos (tests/test_learning.py, about 11 minutes) and the rest (the VLA
+    learning test, then resume, DDP and FSDP, about 33 minutes); the other workers take the fast tests. Timing may
+    change with the company a test keeps, its numbers do not: each keeps its own thread count."""
     for item in items:
         if item.get_closest_marker("slow"):
-            item.add_marker(pytest.mark.xdist_group("slow"))
+            group = "slow-vlm" if item.path.name == "test_learning.py" else "slow"
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")
