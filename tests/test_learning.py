@@ -27,7 +27,7 @@ SHORT_SCHEDULES = {  # recipe: (overrides, required margin over the blind answer
 @pytest.mark.parametrize("recipe, stages", [("llava-tiny", ["align", "finetune"]), ("prismatic-tiny", ["finetune"])])
 def test_tiny_recipe_learns_to_use_the_image(recipe, stages, tmp_path):
     overrides, over_chance, over_blank = SHORT_SCHEDULES[recipe]
-    demo = run_vlx("demo", f"recipe={recipe}", *overrides, cwd=tmp_path, home=tmp_path / "home", timeout=1200,
+    demo = run_vlx("demo", f"recipe={recipe}", *overrides, cwd=tmp_path, home=tmp_path / "home", timeout=2400,
                    check=True)
     result = numbers(demo.stdout)
     chance, accuracy, blank = result["chance"], result["accuracy"], result["blank_accuracy"]
@@ -47,6 +47,6 @@ def test_tiny_recipe_learns_to_use_the_image(recipe, stages, tmp_path):
     assert list((finetune_media / "images" / "val").glob("sample_images_*.png"))
 
     evaluated = run_vlx("eval", f"checkpoint={run / 'checkpoints' / 'finetune'}", "run_name=ci-eval",
-                        cwd=tmp_path, home=tmp_path / "home", timeout=1200, check=True)
+                        cwd=tmp_path, home=tmp_path / "home", timeout=2400, check=True)
     again = numbers(evaluated.stdout)
     assert again["accuracy"] == accuracy and again["blank_accuracy"] == blank
