@@ -14,15 +14,17 @@ well. The checks and their order are vlx REST's (vlx.serving.rest), with `X-API-
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from fastapi import FastAPI, Request
 from starlette.responses import Response
 
 from vlx.serving.arrays import to_json_numpy
-from vlx.serving.http import json_response, json_text, read_body, require_json
+from vlx.serving.http import json_response, json_text
 from vlx.serving.keymap import KeyMap, Observation
 from vlx.serving.requests import load_json
-from vlx.serving.rest import API_KEY
+from vlx.serving.rest import decode_and_predict
 from vlx.serving.schema import ApiError
 from vlx.serving.service import PolicyService
 
@@ -52,13 +54,10 @@ def add_routes(app: FastAPI, service: PolicyService, key_map: KeyMap) -> None:
 
     @app.post("/act")
     async def act(request: Request) -> Response:
-        API_KEY.check(service, request.headers)
-        require_json(request)
-        with service.slot():
-            body = await read_body(request)
-            observation, encoded = await service.decode(parse_request, body, key_map, service)
-            prediction = await service.predict(observation.inputs, observation.instruction, observation.unnorm_key,
-                                               observation.state)
+        parse = functools.partial(parse_request, key_map=key_map, service=service)
+        (_, encoded), prediction = await decode_and_predict(
+            request, service, parse, lambda decoded: (decoded[0].inputs, decoded[0].instruction,
+                                                      decoded[0].unnorm_key, decoded[0].state))
         rows = prediction.rows[0] if service.single_action else prediction.rows
         action = to_json_numpy(np.asarray(rows, dtype=np.float64))
         return json_response(200, json_text(action) if encoded else action)

@@ -12,6 +12,8 @@ timeout, 500 when the model fails). A one-step model answers `{"action": [...]}`
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from starlette.responses import Response
@@ -19,9 +21,23 @@ from starlette.responses import Response
 from vlx.serving.http import json_response, read_body, require_json
 from vlx.serving.keymap import KeyMap
 from vlx.serving.requests import parse_act_request
-from vlx.serving.service import KeyHeader, PolicyService
+from vlx.serving.service import KeyHeader, PolicyService, Prediction
 
 API_KEY = KeyHeader("X-API-Key")
+T = TypeVar("T")
+
+
+async def decode_and_predict(request: Request, service: PolicyService, parse: Callable[[bytes], T],
+                             arguments: Callable[[T], tuple[Any, ...]]) -> tuple[T, Prediction]:
+    """A JSON `POST /act`'s common path: the API key, the content type, a busy slot, the body read and decoded off the
+    event loop by `parse`, then the model called with `arguments(decoded)` (`PolicyService.predict`'s arguments)."""
+    API_KEY.check(service, request.headers)
+    require_json(request)
+    with service.slot():
+        body = await read_body(request)
+        decoded = await service.decode(parse, body)
+        prediction = await service.predict(*arguments(decoded))
+    return decoded, prediction
 
 
 def add_routes(app: FastAPI, service: PolicyService, key_map: KeyMap | None = None) -> None:
@@ -32,13 +48,9 @@ def add_routes(app: FastAPI, service: PolicyService, key_map: KeyMap | None = No
 
     @app.post("/act")
     async def act(request: Request) -> Response:
-        API_KEY.check(service, request.headers)
-        require_json(request)
-        with service.slot():
-            body = await read_body(request)
-            act_request, inputs = await service.decode(parse, body)
-            prediction = await service.predict(inputs, act_request.instruction, act_request.unnorm_key,
-                                               act_request.state, act_request.session)
+        (act_request, _), prediction = await decode_and_predict(
+            request, service, parse, lambda decoded: (decoded[1], decoded[0].instruction, decoded[0].unnorm_key,
+                                                      decoded[0].state, decoded[0].session))
         if service.single_action:
             return json_response(200, {"action": prediction.rows[0]})
         return json_response(200, {"actions": prediction.rows})
