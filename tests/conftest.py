@@ -12,14 +12,32 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+# Under pytest-xdist every process computes on one thread, the training subprocesses the tests start included (they
+# inherit the variables): two workers of two threads each on a 2-core machine oversubscribe it, and OpenMP's spinning
+# threads then made CI miss 90 minutes; two one-thread processes do 1.7x the work of one two-thread process
+# (docs/BENCHMARKS.md, "Threads or processes for tiny models"). A thread count the user set is kept.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(variable, "1")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Apply the thread count above to this process's torch too."""
+    if "OMP_NUM_THREADS" in os.environ:
+        import torch
+
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Under pytest-xdist (`-n auto --dist loadgroup`, pyproject's addopts) the `slow` tests form two groups, each run
-    by one worker in order: the VLM learning demos (tests/test_learning.py, about 11 minutes) and the rest (the VLA
-    learning test, then resume, DDP and FSDP, about 33 minutes); the other workers take the fast tests. Timing may
-    change with the company a test keeps, its numbers do not: each keeps its own thread count."""
+    in order by one worker, which takes fast tests only when its group is nearly done: the VLA learning test
+    (tests/test_learning_vla.py: the scene stage, then two heads at once, about 35 minutes on one thread each) and
+    the rest (the VLM learning demos, resume, DDP and FSDP, about 20 minutes). Timing changes with the company a
+    test keeps, not its assertions."""
     for item in items:
         if item.get_closest_marker("slow"):
-            group = "slow-vlm" if item.path.name == "test_learning.py" else "slow"
+            group = "slow-vla" if item.path.name == "test_learning_vla.py" else "slow"
             item.add_marker(pytest.mark.xdist_group(group))
 
 
