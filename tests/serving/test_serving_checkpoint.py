@@ -60,3 +60,13 @@ def test_a_tiny_vla_with_two_cameras_and_a_state_is_served_exactly(tiny_chunked_
     response = client.post("/act", json={k: v for k, v in body.items() if k != "state"})
     assert response.json() == {"error": "state is missing: this model needs the robot state, 3 numbers (agent_pos + "
                                         "gripper)", "field": "state"}
+
+
+def test_a_quantised_checkpoint_is_served_and_says_so(tiny_vla, tmp_path, capsys) -> None:
+    policy = load_policy(str(save_checkpoint(tiny_vla, tmp_path / "vla")), "cpu", "int8")
+    assert "quantize=int8: " in capsys.readouterr().err
+    assert type(policy.llm.model.model.layers[0].mlp.down_proj.weight).__name__ == "Int8Tensor"
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (48, 48, 3), dtype=np.uint8))
+    response = TestClient(create_app(policy)).post("/act", json={"image": b64(encode(image)), "instruction": "go"})
+    assert response.status_code == 200, response.text
+    assert response.json()["action"] == [float(v) for v in policy.predict_action(image, "go", None)]

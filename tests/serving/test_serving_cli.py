@@ -45,7 +45,7 @@ def test_unknown_key_is_a_config_error_listing_the_accepted_keys() -> None:
         parse_args(["checkpoint=c", "hots=0.0.0.0"], environ={})
     assert str(error.value) == ("unknown key 'hots'; did you mean 'host'?; vlx serve accepts: checkpoint=, protocol=, "
                                 "host=, port=, api_key=, device=, predict_timeout_s=, limit_concurrency=, "
-                                "execute_steps=, ensemble=, ensemble_weight=, unnorm_key=, key_map=")
+                                "execute_steps=, ensemble=, ensemble_weight=, unnorm_key=, key_map=, quantize=")
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -115,7 +115,8 @@ def test_main_wires_the_policy_the_key_and_the_settings_into_uvicorn(monkeypatch
     import uvicorn
 
     runs: list[tuple] = []
-    monkeypatch.setattr(serve, "load_policy", lambda checkpoint, device: ColourPolicy(unnorm_keys=("bridge",)))
+    monkeypatch.setattr(serve, "load_policy",
+                        lambda checkpoint, device, quantize: ColourPolicy(unnorm_keys=("bridge",)))
     monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: runs.append((app, kwargs)))
     monkeypatch.setenv("VLX_API_KEY", "env-key")
     serve.main(["checkpoint=runs/vla", "host=0.0.0.0", "port=8123"])
@@ -148,7 +149,7 @@ def test_execute_steps_beyond_the_chunk_is_one_line_at_start_up(monkeypatch: pyt
     from vlx.cli import main
 
     runs: list = []
-    monkeypatch.setattr(serve, "load_policy", lambda checkpoint, device: ChunkPolicy())
+    monkeypatch.setattr(serve, "load_policy", lambda checkpoint, device, quantize: ChunkPolicy())
     monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: runs.append(app))
     with pytest.raises(SystemExit) as exit_info:
         main(["serve", "checkpoint=runs/vla", "execute_steps=8"])
@@ -164,7 +165,7 @@ def test_main_wires_the_chunk_settings(monkeypatch: pytest.MonkeyPatch, capsys) 
     import uvicorn
 
     apps: list = []
-    monkeypatch.setattr(serve, "load_policy", lambda checkpoint, device: ChunkPolicy())
+    monkeypatch.setattr(serve, "load_policy", lambda checkpoint, device, quantize: ChunkPolicy())
     monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: apps.append(app))
     rgb = random_rgb(3, (8, 8))
     images = {"agentview_image": b64(encode(Image.fromarray(rgb))), "wrist_image": b64(encode(Image.fromarray(rgb)))}
@@ -196,7 +197,7 @@ def test_main_serves_openpi_with_the_key_map(monkeypatch: pytest.MonkeyPatch, ca
     from serving_helpers import openpi_frame, openpi_unframe
 
     runs: list[tuple] = []
-    monkeypatch.setattr(serve, "load_policy", lambda checkpoint, device: ChunkPolicy())
+    monkeypatch.setattr(serve, "load_policy", lambda checkpoint, device, quantize: ChunkPolicy())
     monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: runs.append((app, kwargs)))
     serve.main(["checkpoint=runs/vla", "protocol=openpi", "unnorm_key=libero", "execute_steps=1",
                 "key_map=front:agentview_image,wrist:wrist_image"])
@@ -217,7 +218,7 @@ def test_a_key_map_for_an_unknown_camera_stops_vlx_serve_with_one_line(monkeypat
 
     from vlx.cli import main
 
-    monkeypatch.setattr(serve, "load_policy", lambda checkpoint, device: ChunkPolicy())
+    monkeypatch.setattr(serve, "load_policy", lambda checkpoint, device, quantize: ChunkPolicy())
     monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: pytest.fail("the server must not start"))
     with pytest.raises(SystemExit) as exit_info:
         main(["serve", "checkpoint=runs/vla", "protocol=openvla", "key_map=front:top_camera"])

@@ -23,6 +23,7 @@ from vlx.checkpoint import load
 from vlx.errors import ConfigError
 from vlx.evaluation.vqa import VQAResult, evaluate_vqa, load_questions
 from vlx.model import VisionLanguageModel
+from vlx.quantization import check_mode, describe, quantize_model
 from vlx.training.lora import set_up_stage
 
 
@@ -83,6 +84,8 @@ def evaluate_checkpoint(config: DictConfig | dict[str, Any],
         if not cfg.get("checkpoint"):
             raise ConfigError("vlx eval needs checkpoint=DIR (a directory written by vlx train)")
         model = load(cfg["checkpoint"])
+        if check_mode(cfg.get("quantize")) != "none":
+            print(describe(quantize_model(model, cfg["quantize"])))
     if model.is_vla:  # a VLA: evaluate it in closed loop
         from vlx.evaluation.closed_loop import evaluate_closed_loop
 

@@ -3,7 +3,8 @@
 A plain `key=value` parser (no Hydra: there is no config to compose, only where to listen, which wire protocol
 to speak — vlx's REST, OpenVLA's REST or openpi's websocket —, which observation keys feed which model input
 (`key_map=observation/image:agentview_image,...` for the OpenVLA and openpi protocols), the dataset to
-un-normalise with when a request names none (`unnorm_key=`), and how to answer with chunks: `execute_steps=N`,
+un-normalise with when a request names none (`unnorm_key=`), whether to quantise the weights (`quantize=int8`,
+vlx.quantization), and how to answer with chunks: `execute_steps=N`,
 or `ensemble=exp [ensemble_weight=M]`, checked against the model's chunk size when it is loaded). The API key
 can also come from the `VLX_API_KEY` environment variable, which keeps it out of the process list. Binding to
 anything but a loopback address prints a warning to stderr.
@@ -19,11 +20,12 @@ from typing import Any, TextIO
 
 from vlx.config_schema import closest
 from vlx.errors import ConfigError, VlxError
+from vlx.quantization import check_mode
 from vlx.serving.app import check_protocol
 from vlx.serving.service import Limits
 
 ACCEPTED = ("checkpoint", "protocol", "host", "port", "api_key", "device", "predict_timeout_s", "limit_concurrency",
-            "execute_steps", "ensemble", "ensemble_weight", "unnorm_key", "key_map")
+            "execute_steps", "ensemble", "ensemble_weight", "unnorm_key", "key_map", "quantize")
 NULLS = ("null", "none")  # execute_steps= / ensemble= values meaning "not set"
 API_KEY_ENV = "VLX_API_KEY"
 
@@ -43,6 +45,7 @@ class ServeOptions:
     protocol: str = "vlx"  # vlx | openvla | openpi (vlx.serving.PROTOCOLS)
     unnorm_key: str | None = None  # the dataset used when a request names none
     key_map: tuple[tuple[str, str], ...] | None = None  # (wire key, model input) pairs for openvla / openpi
+    quantize: str = "none"  # none | int8 | int8-dynamic (vlx.quantization)
 
 
 def _number(key: str, text: str, kind: type, low: float, high: float) -> Any:
@@ -107,6 +110,7 @@ def parse_args(argv: list[str], environ: dict[str, str] | None = None) -> ServeO
                          if "ensemble_weight" in values else ServeOptions.ensemble_weight),
         unnorm_key=values.get("unnorm_key"),
         key_map=parse_key_map(values["key_map"]) if "key_map" in values else None,
+        quantize=check_mode(values.get("quantize")),
     )
 
 
@@ -157,9 +161,11 @@ def _is_vla(model: Any) -> bool:
     return isinstance(action_dim, int) and action_dim > 0
 
 
-def load_policy(checkpoint: str, device: str) -> Any:
-    """The checkpoint's model, which must be a VLA (an action head, so `predict_action` works)."""
+def load_policy(checkpoint: str, device: str, quantize: str = "none") -> Any:
+    """The checkpoint's model, which must be a VLA (an action head, so `predict_action` works), quantised as asked
+    (the line saying how goes to stderr)."""
     from vlx.checkpoint import load
+    from vlx.quantization import describe, quantize_model
 
     model = load(checkpoint, device=device)
     if not _is_vla(model):
@@ -169,6 +175,8 @@ def load_policy(checkpoint: str, device: str) -> Any:
         raise ConfigError(f"checkpoint {checkpoint} is not a VLA (its head is "
                           f"{name or type(getattr(model, 'head', None)).__name__}); vlx serve needs a model "
                           f"with an action head (head=action-tokens)")
+    if quantize != "none":
+        print(describe(quantize_model(model, quantize)), file=sys.stderr)
     return model
 
 
@@ -183,7 +191,8 @@ def main(argv: list[str]) -> None:
     if any(arg in ("-h", "--help", "help") for arg in argv):
         print(f"usage: vlx serve checkpoint=DIR [protocol=vlx|openvla|openpi] [host=127.0.0.1] [port=8000] "
               f"[api_key=KEY] [device=cpu] [predict_timeout_s=30] [limit_concurrency=32] [unnorm_key=DATASET] "
-              f"[key_map=WIRE:INPUT,...] [execute_steps=N | ensemble=exp [ensemble_weight=0.01]]"
+              f"[key_map=WIRE:INPUT,...] [quantize=none|int8|int8-dynamic] "
+              f"[execute_steps=N | ensemble=exp [ensemble_weight=0.01]]"
               f"\n  the API key may also come from ${API_KEY_ENV}; see docs/serving.md")
         return
     options = parse_args(argv)
@@ -191,7 +200,7 @@ def main(argv: list[str]) -> None:
 
     from vlx.serving import create_app
 
-    policy = load_policy(options.checkpoint, options.device)
+    policy = load_policy(options.checkpoint, options.device, options.quantize)
     app = create_app(policy, protocol=options.protocol, api_key=options.api_key,
                      predict_timeout_s=options.predict_timeout_s, execute_steps=options.execute_steps,
                      ensemble=options.ensemble, ensemble_weight=options.ensemble_weight,

@@ -43,6 +43,32 @@ def observation_of(model: VisionLanguageModel, demos: RobomimicFile, index: int)
     return images, demos.state(index) if demos.state_keys else None
 
 
+def sample_indices(demos: RobomimicFile, limit: int | None) -> np.ndarray:
+    """`limit` evenly spaced step indices of `demos` (all of them when `limit` is None)."""
+    count = len(demos) if limit is None else min(limit, len(demos))
+    return np.linspace(0, len(demos) - 1, count).round().astype(int)
+
+
+def predict_normalized(
+    model: VisionLanguageModel, demos: RobomimicFile, indices: np.ndarray, unnorm_key: str | None = None,
+    instruction_override: str | None = None, batch_size: int = 64, progress: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """The model's chunks for the demo steps `indices`, in the normalised units of its action statistics:
+    (n, K, A)."""
+    stats = select_stats(model.action_stats, unnorm_key)
+    chunks = []
+    for start in range(0, len(indices), batch_size):
+        chunk = indices[start : start + batch_size]
+        observations = [observation_of(model, demos, i) for i in chunk]
+        instructions = [instruction_override or demos.instruction(i) for i in chunk]
+        states = [state for _, state in observations] if demos.state_keys else None
+        predicted = model.predict_actions([images for images, _ in observations], instructions, unnorm_key, states)
+        chunks.append(stats.normalize(predicted.reshape(len(chunk), model.chunk_size, -1)))  # (b, K, A)
+        if progress is not None:
+            progress(len(chunk))
+    return np.concatenate(chunks)
+
+
 def evaluate_actions(
     model: VisionLanguageModel, demos: RobomimicFile, unnorm_key: str | None = None, limit: int | None = None,
     instruction_override: str | None = None, batch_size: int = 64, progress: Callable[[int], None] | None = None,
@@ -51,23 +77,12 @@ def evaluate_actions(
     state keys)."""
     stats = select_stats(model.action_stats, unnorm_key)
     codec = ActionTokenizer(BINS, BINS)  # OpenVLA's bins; the ids themselves do not matter here
-    size = model.chunk_size
-    count = len(demos) if limit is None else min(limit, len(demos))
-    indices = np.linspace(0, len(demos) - 1, count).round().astype(int)
-    hits, errors = [], []
-    for start in range(0, count, batch_size):
-        chunk = indices[start : start + batch_size]
-        observations = [observation_of(model, demos, i) for i in chunk]
-        instructions = [instruction_override or demos.instruction(i) for i in chunk]
-        states = [state for _, state in observations] if demos.state_keys else None
-        predicted = model.predict_actions([images for images, _ in observations], instructions, unnorm_key, states)
-        predicted = stats.normalize(predicted.reshape(len(chunk), size, -1))  # (b, K, A)
-        targets, real = zip(*(demos.chunk(i, size) for i in chunk), strict=True)
-        target = stats.normalize(np.stack(targets))  # (b, K, A)
-        keep = np.stack(real)  # (b, K): steps that exist in the demo
-        hits.append((codec.encode(predicted) == codec.encode(target))[keep])  # (n, A)
-        errors.append(np.abs(predicted - codec.decode(codec.encode(target)))[keep])  # (n, A)
-        if progress is not None:
-            progress(len(chunk))
-    hit, error = np.concatenate(hits), np.concatenate(errors)  # (n, A)
-    return ActionScores(float(hit.mean()), hit.mean(0).tolist(), float(error.mean()), count)
+    indices = sample_indices(demos, limit)
+    predicted = predict_normalized(model, demos, indices, unnorm_key, instruction_override, batch_size,
+                                   progress)  # (n, K, A)
+    targets, real = zip(*(demos.chunk(i, model.chunk_size) for i in indices), strict=True)
+    target = stats.normalize(np.stack(targets))  # (n, K, A)
+    keep = np.stack(real)  # (n, K): steps that exist in the demo
+    hit = (codec.encode(predicted) == codec.encode(target))[keep]  # (m, A)
+    error = np.abs(predicted - codec.decode(codec.encode(target)))[keep]  # (m, A)
+    return ActionScores(float(hit.mean()), hit.mean(0).tolist(), float(error.mean()), len(indices))

@@ -214,6 +214,9 @@ def run_training(config: DictConfig | dict[str, Any]) -> dict[str, Path]:
             raise ConfigError(f"stages.{name}.lora under a sharded trainer.strategy (FSDP, DeepSpeed): merging the "
                               "adapters into the weights needs them whole; use trainer=ddp (LoRA's optimizer state "
                               "is small)", kind="strategy")
+    if cfg.get("quantize") not in (None, "", "none", "null"):
+        raise ConfigError(f"quantize={cfg['quantize']} is for inference (`vlx eval checkpoint=DIR`, `vlx serve`); "
+                          "training runs in full precision (LoRA over a quantised base is not built)")
     output_dir, resume = Path(cfg["output_dir"]), bool(cfg.get("resume", False))
     model, checkpoints = None, {}
     with Preemption() as preemption:
