@@ -178,8 +178,8 @@ def test_cli_checks_llava_json_with_the_recipe_tokenizer(broken_json, tiny_cfg, 
     assert lines[-2].startswith(f"note: {broken_json}: 1 conversation(s) end with a user turn that has no answer")
     status, _, err = _vlx(capsys, str(broken_json.with_suffix(".txt")))
     assert status == 2
-    assert err == f"vlx data: error: {broken_json.with_suffix('.txt')}: no such file; expected a LLaVA .json file " \
-                  "or a robomimic .hdf5 file\n"
+    assert err == f"vlx data: error: {broken_json.with_suffix('.txt')}: no such file; expected a LLaVA .json file, " \
+                  "a robomimic .hdf5 file or a LeRobot dataset directory (with meta/info.json)\n"
 
 
 def test_robomimic_check_covers_every_camera_and_the_state(tmp_path, capsys) -> None:

@@ -8,6 +8,7 @@ checkpoint) is printed as one line naming what was wrong and where, with exit st
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
 from collections.abc import Callable
 
@@ -55,6 +56,9 @@ def main(argv: list[str] | None = None) -> None:
             print(f"vlx: unknown command {args[0]!r}", file=sys.stderr)
         print(USAGE.format(recipes=", ".join(recipe_names())), file=sys.stderr)
         raise SystemExit(0 if args and args[0] in ("-h", "--help", "help") else 2)
+    # transformers imports torchao when it is installed (vlx[quantize]), and torch then logs two lines about
+    # torchao's enums on every command; they say nothing about the user's run
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
     try:
         command(args[0])(args[1:])
     except VlxError as exc:

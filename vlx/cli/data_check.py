@@ -5,8 +5,10 @@ max_length come from a recipe's stage (Hydra overrides, default recipe llava-tin
 trains on LLaVA JSON), with the model built on the `meta` device (no weights read). An HDF5 file is
 checked as robomimic demonstrations with the given camera, state and action keys (`--camera-key` and
 `--state-key` repeat, in order; without them a `recipe=NAME` override takes the recipe's
-`observation.cameras` / `observation.state_keys`). The summary goes to stdout; the exit status is 1 when
-there are problems, 0 when there are none.
+`observation.cameras` / `observation.state_keys`). A directory with `meta/info.json` is checked as a LeRobot
+dataset (v3.0 or v2.1): every camera feature unless `--camera-key` names some, `observation.state` unless
+`--state-key` does, `--action-key` default `action`, every frame decoded. The summary goes to stdout; the exit
+status is 1 when there are problems, 0 when there are none.
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ if TYPE_CHECKING:
 
 def add_parser(sub: Any) -> None:
     """The `check` subcommand's options, on the `vlx data` subparsers `sub`."""
-    check = sub.add_parser("check", help="run every check over a LLaVA JSON or robomimic HDF5 file; list all problems")
-    check.add_argument("path", help="a LLaVA .json file or a robomimic .hdf5 file")
+    check = sub.add_parser("check", help="run every check over a LLaVA JSON file, a robomimic HDF5 file or a LeRobot "
+                           "dataset directory; list all problems")
+    check.add_argument("path", help="a LLaVA .json file, a robomimic .hdf5 file or a LeRobot dataset directory")
     check.add_argument("overrides", nargs="*", help="LLaVA JSON: Hydra overrides naming the model (default recipe: "
                        "llava-tiny), e.g. recipe=prismatic-tiny")
     check.add_argument("--image-dir",
@@ -39,7 +42,7 @@ def add_parser(sub: Any) -> None:
                        "in the model's order (default: the recipe's observation.cameras, else agentview_image)")
     check.add_argument("--state-key", action="append", help="HDF5: a low-dim obs key of the robot state; repeat, in "
                        "order (default: the recipe's observation.state_keys, else none)")
-    check.add_argument("--action-key", default="actions", help="HDF5: default: %(default)s")
+    check.add_argument("--action-key", help="HDF5: default: actions; LeRobot: default: action")
     check.add_argument("--instruction", help="HDF5: the instruction of demos without ep_meta 'lang'")
     check.add_argument("--filter-key", help="HDF5: a mask/ key that must exist (every mask/ key is checked)")
     check.add_argument("--first", type=int, default=3, help="messages shown per kind of problem (default: %(default)s)")
@@ -96,15 +99,23 @@ def run(args: argparse.Namespace) -> None:
     from vlx.data.check import check_robomimic
 
     path = Path(args.path).expanduser()
+    if path.is_dir() and (path / "meta" / "info.json").is_file():
+        from vlx.data.check import check_lerobot
+
+        report = check_lerobot(path, args.camera_key, args.state_key, args.action_key or "action")
+        print("\n".join(report.summary(first=args.first)))
+        if report.problems:
+            raise SystemExit(1)
+        return
     if not path.is_file():
-        raise DataError(f"{path}: no such file; expected a LLaVA .json file or a robomimic .hdf5 file",
-                        kind="missing-file")
+        raise DataError(f"{path}: no such file; expected a LLaVA .json file, a robomimic .hdf5 file or a LeRobot "
+                        "dataset directory (with meta/info.json)", kind="missing-file")
     if path.suffix.lower() == ".json":
         report = check_json(args)
     elif path.suffix.lower() in (".hdf5", ".h5") or h5py.is_hdf5(path):
         cameras, state_keys = observation_keys(args)
-        report = check_robomimic(path, cameras if len(cameras) > 1 else cameras[0], args.action_key, args.instruction,
-                                 args.filter_key, state_keys=state_keys)
+        report = check_robomimic(path, cameras if len(cameras) > 1 else cameras[0], args.action_key or "actions",
+                                 args.instruction, args.filter_key, state_keys=state_keys)
     else:
         raise DataError(f"{path}: cannot tell the dataset type; expected a LLaVA .json file or a robomimic .hdf5 file",
                         kind="unknown-format")

@@ -2,8 +2,9 @@
 
 Training stops at the first bad sample; before a long run one wants the whole list. The checks are the
 ones training runs — `SampleTokeniser` for LLaVA JSON (plus decoding every image, which training does
-lazily), `DemoReader` for robomimic HDF5 (plus every `mask/` filter key) — called one sample or demo at
-a time with their DataErrors collected in a `CheckReport`. `summary` prints the count per kind (the
+lazily), `DemoReader` for robomimic HDF5 (plus every `mask/` filter key), `LeRobotDir` for a LeRobot
+dataset directory (plus decoding every frame of every camera) — called one sample, demo or episode at a time
+with their DataErrors collected in a `CheckReport`. `summary` prints the count per kind (the
 kinds of docs/errors.md), the first few messages of each kind and a final `problems=N` line. Notes are
 things that are handled but worth knowing, such as an action dimension that never changes.
 """
@@ -22,7 +23,7 @@ import numpy as np
 from vlx.data.action_stats import ActionStats
 from vlx.data.llava_json import SampleTokeniser, load_image, read_json_list, unanswered_summary
 from vlx.data.robomimic_layout import DemoReader, check_hdf5_path, json_attr
-from vlx.errors import DataError
+from vlx.errors import ConfigError, DataError
 from vlx.llm.prompts import PromptFormat
 
 
@@ -127,8 +128,44 @@ def _check_file(file: h5py.File, reader: DemoReader, instruction: str | None, fi
     report.problems.extend(problems)
     agreeing = [demo.actions for demo in demos if demo.actions.shape[1] == demos[0].actions.shape[1]] if demos else []
     if agreeing:
-        stats = ActionStats.from_actions(np.concatenate(agreeing), num_trajectories=len(agreeing))  # (N, A) actions
-        for dim in np.flatnonzero(stats.q01 == stats.q99):
-            handling = "normalises to 0 (nothing to learn)" if stats.mask[dim] else "is not normalised (mask false)"
-            report.notes.append(f"{report.path}: {reader.action_key!r} dim {dim} has zero range (q01 == q99 == "
-                                f"{stats.q01[dim]:g}); it {handling} and un-normalises to that constant")
+        _note_constant_actions(report, np.concatenate(agreeing), len(agreeing), repr(reader.action_key))
+
+
+def check_lerobot(path: str | Path, camera_keys: list[str] | None = None, state_keys: list[str] | None = None,
+                  action_key: str = "action") -> CheckReport:
+    """Every episode of a LeRobot directory read as training reads it — the named cameras (default: every video
+    and image feature), state keys (default: `observation.state` when there is one) and actions — and every frame
+    of every camera decoded; a note says that vlx recomputes the statistics rather than read meta/stats.json."""
+    from vlx.data.lerobot import LeRobotDir, LeRobotLayout
+
+    report = CheckReport(Path(path).expanduser(), "episodes")
+    try:
+        layout = LeRobotLayout(report.path)
+        features = layout.info["features"]
+        report.checked = len(layout.episodes)
+        cameras = camera_keys or [k for k, v in features.items() if v.get("dtype") in ("video", "image")]
+        states = state_keys if state_keys is not None else [k for k in ("observation.state",) if k in features]
+        print(f"cameras={','.join(cameras)} state_keys={','.join(states) or 'none'} action_key={action_key}")
+        data = LeRobotDir(report.path, cameras, action_key, state_keys=states, problems=report.problems)
+    except DataError as problem:  # the directory itself is unusable
+        report.problems.append(problem)
+        return report
+    except ConfigError as problem:  # e.g. a named camera the dataset does not have
+        report.problems.append(DataError(str(problem), kind=problem.kind))
+        return report
+    for demo in range(data.num_demos):
+        for camera in range(len(data.camera_keys)):
+            _collect(report, data._frames_of, demo, camera)
+    _note_constant_actions(report, data.actions(), data.num_demos, repr(action_key))
+    report.notes.append(f"{report.path}: statistics: vlx computes them from the episodes a source selects; "
+                        "meta/stats.json is not read")
+    return report
+
+
+def _note_constant_actions(report: CheckReport, actions: np.ndarray, trajectories: int, name: str) -> None:
+    """A note for each action dimension with zero range (q01 == q99): it teaches nothing."""
+    stats = ActionStats.from_actions(actions, num_trajectories=trajectories)  # (N, A) actions
+    for dim in np.flatnonzero(stats.q01 == stats.q99):
+        handling = "normalises to 0 (nothing to learn)" if stats.mask[dim] else "is not normalised (mask false)"
+        report.notes.append(f"{report.path}: {name} dim {dim} has zero range (q01 == q99 == "
+                            f"{stats.q01[dim]:g}); it {handling} and un-normalises to that constant")

@@ -39,6 +39,7 @@ class DemoSteps(ABC):
 
     path: Path
     where: str
+    action_key: str
     camera_keys: list[str]
     state_keys: list[str]
     image_sizes: list[tuple[int, int]]

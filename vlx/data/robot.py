@@ -1,29 +1,34 @@
-"""Robot demonstrations as VLA training samples: robomimic HDF5 files → (cameras, state, prompt, action chunk).
+"""Robot demonstrations as VLA training samples: robomimic HDF5 files or LeRobot datasets → (cameras, state, prompt,
+action chunk).
 
-A `robomimic-hdf5` dataset mixes one or more sources, each `{key, path, camera_key | camera_keys, state_keys,
-action_key, filter_key, instruction, weight, normalize_mask}`; `key` names the source's action (and state)
-statistics (what `unnorm_key` selects at inference). `camera_keys` are the source's obs keys for the model's
-cameras (`observation.cameras`), in the same order, and default to those names; `state_keys` the low-dim obs
-keys concatenated into the state (default `observation.state_keys`). A training set computes the statistics
-of its own split and stores them in the model (so they travel with the checkpoint); a validation set reuses
-them. Each sample is the VLA question in the model's prompt format with the observation slot (every
-camera's patches, then the state token), followed by what the head appends (`ActionHead.sequence`) for the
-normalised chunk of actions t..t+K-1 (K = `head.chunk_size`).
+A `robomimic-hdf5` dataset mixes one or more sources, each `{key, path, format, camera_key | camera_keys,
+state_keys, action_key, filter_key, episodes, instruction, weight, normalize_mask}`. `format` is `robomimic` (an
+HDF5 file) or `lerobot` (a LeRobot v3.0/v2.1 directory, `vlx.data.lerobot`; its camera keys are features such as
+`observation.images.front` or just `front`, its default state key `observation.state`, its default action key
+`action`, and `episodes` selects episodes by range or list); null tells them apart by the path. `key` names the
+source's action (and state) statistics (what `unnorm_key` selects at inference). `camera_keys` are the source's obs
+keys for the model's cameras (`observation.cameras`), in the same order, and default to those names; `state_keys`
+the low-dim obs keys concatenated into the state (default `observation.state_keys`). A training set computes the
+statistics of its own split and stores them in the model (so they travel with the checkpoint); a validation set
+reuses them. Each sample is the VLA question in the model's prompt format with the observation slot (every camera's
+patches, then the state token), followed by what the head appends (`ActionHead.sequence`) for the normalised chunk
+of actions t..t+K-1 (K = `head.chunk_size`).
 
-The end of an episode (`episode_end`): by default (`mask`) a window that runs past the demo's last step is
-filled with the last action and those steps are marked in `action_mask`, so they carry no loss and count in
-no metric. The alternatives are OpenVLA's `repeat` (the repeated last action is a target like any other) and
-OpenVLA-OFT's `drop` (such windows are not samples at all). `mask` is the default because `drop` throws away
-the last K-1 steps of every demo — in short episodes (the built-in task's average 6) most of the data, and
-exactly the final approach — while `repeat` teaches the model a made-up "hold the last action" ending.
-Training images get the configured augmentation (each camera its own draw); evaluation images the matching
-centre crop. `sample_weights()` gives each source its configured share.
+The end of an episode (`episode_end`): by default (`mask`) a window that runs past the demo's last step is filled
+with the last action and those steps are marked in `action_mask`, so they carry no loss and count in no metric. The
+alternatives are OpenVLA's `repeat` (the repeated last action is a target like any other) and OpenVLA-OFT's `drop`
+(such windows are not samples at all). `mask` is the default because `drop` throws away the last K-1 steps of every
+demo — in short episodes (the built-in task's average 6) most of the data, and exactly the final approach — while
+`repeat` teaches the model a made-up "hold the last action" ending. Training images get the configured augmentation
+(each camera its own draw); evaluation images the matching centre crop. `sample_weights()` gives each source its
+configured share.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,6 +38,7 @@ from torch.utils.data import Dataset
 
 from vlx.data.action_stats import ActionStats
 from vlx.data.augment import inference_preprocess, training_augmentation
+from vlx.data.demo_steps import DemoSteps
 from vlx.data.robomimic_hdf5 import RobomimicFile
 from vlx.errors import ConfigError
 from vlx.heads.base import ActionHead
@@ -42,6 +48,7 @@ from vlx.registry import DATASETS, check_arguments
 from vlx.vision.transforms import ImageTransform
 
 EPISODE_ENDS = ("mask", "repeat", "drop")
+FORMATS = ("robomimic", "lerobot")
 
 
 @dataclass(frozen=True)
@@ -50,14 +57,24 @@ class RobotSource:
 
     key: str
     path: str
+    format: str | None = None  # robomimic | lerobot; None: a directory with meta/info.json is lerobot
     camera_key: str | None = None
     camera_keys: list[str] | None = None
     state_keys: list[str] | None = None
-    action_key: str = "actions"
+    action_key: str | None = None  # default: robomimic `actions`, lerobot `action`
     filter_key: str | None = None
+    episodes: Any = None  # lerobot: "a:b" or a list of episode indices
     instruction: str | None = None
     weight: float = 1.0
     normalize_mask: list[bool] | None = None
+
+    @property
+    def kind(self) -> str:
+        """`robomimic` or `lerobot`, as given or told from the path."""
+        if self.format is not None:
+            return self.format
+        path = Path(self.path).expanduser()
+        return "lerobot" if path.is_dir() and (path / "meta" / "info.json").is_file() else "robomimic"
 
 
 def parse_sources(entries: Any, where: str) -> list[RobotSource]:
@@ -75,6 +92,12 @@ def parse_sources(entries: Any, where: str) -> list[RobotSource]:
             raise ConfigError(f"config key '{at}.weight'={source.weight}; weights must be positive")
         if source.camera_key is not None and source.camera_keys is not None:
             raise ConfigError(f"config key '{at}' sets both camera_key and camera_keys; give one of them")
+        if source.format not in (None, *FORMATS):
+            raise ConfigError(f"config key '{at}.format'={source.format!r}; expected one of {', '.join(FORMATS)} "
+                              "(or null: told from the path)")
+        if source.episodes is not None and source.kind != "lerobot":
+            raise ConfigError(f"config key '{at}.episodes' selects LeRobot episodes; a robomimic file selects demos "
+                              "with filter_key (a mask/ key)")
         sources.append(source)
     keys = [s.key for s in sources]
     if len(set(keys)) != len(keys):
@@ -82,8 +105,9 @@ def parse_sources(entries: Any, where: str) -> list[RobotSource]:
     return sources
 
 
-def source_cameras(source: RobotSource, observation: ObservationSpec, at: str) -> str | list[str]:
-    """The obs key(s) a source reads for the model's cameras (a bare key for a one-image model)."""
+def source_cameras(source: RobotSource, observation: ObservationSpec, at: str) -> str | list[str] | None:
+    """The obs key(s) a source reads for the model's cameras (a bare key for a one-image model; None: a LeRobot
+    dataset's only camera)."""
     if source.camera_keys is not None:
         keys = list(source.camera_keys)
         if len(keys) != observation.num_cameras:
@@ -97,12 +121,16 @@ def source_cameras(source: RobotSource, observation: ObservationSpec, at: str) -
             raise ConfigError(f"config key '{at}.camera_key' names one camera, but the model sees "
                               f"{observation.cameras} (observation.cameras); give camera_keys", kind="camera-count")
         return [source.camera_key] if observation.cameras else source.camera_key
-    return list(observation.cameras) if observation.cameras else "agentview_image"
+    if observation.cameras:
+        return list(observation.cameras)
+    return None if source.kind == "lerobot" else "agentview_image"
 
 
 def source_state_keys(source: RobotSource, observation: ObservationSpec, at: str) -> list[str] | None:
     """The low-dim obs keys a source concatenates into the state (None: no state), checked against the model."""
     keys = source.state_keys if source.state_keys is not None else observation.state_keys
+    if keys is None and source.kind == "lerobot":
+        keys = ["observation.state"]
     if observation.state_dim is None and source.state_keys:
         raise ConfigError(f"config key '{at}.state_keys' is set but the model has no state input; add "
                           "proprio=mlp proprio.in_dim=N or remove the state keys", kind="state-keys")
@@ -111,6 +139,18 @@ def source_state_keys(source: RobotSource, observation: ObservationSpec, at: str
                           f"{observation.state_dim}-value state; name the low-dim obs keys that make it up",
                           kind="state-keys")
     return list(keys) if observation.state_dim is not None else None
+
+
+def open_source(source: RobotSource, cameras: str | list[str] | None, state_keys: list[str] | None, at: str,
+                cache_images: bool) -> DemoSteps:
+    """The source's demonstrations: a RobomimicFile or a LeRobotDir."""
+    if source.kind == "lerobot":
+        from vlx.data.lerobot import LeRobotDir
+
+        return LeRobotDir(source.path, cameras, source.action_key or "action", source.filter_key, source.instruction,
+                          where=at, cache_images=cache_images, state_keys=state_keys, episodes=source.episodes)
+    return RobomimicFile(source.path, cameras, source.action_key or "actions", source.filter_key, source.instruction,
+                         where=at, cache_images=cache_images, state_keys=state_keys)
 
 
 @DATASETS.register("robomimic-hdf5")
@@ -135,10 +175,8 @@ class RobotDemonstrations(Dataset):
         self.files = []
         for index, source in enumerate(self.sources):
             at = f"{where}.datasets[{index}]"
-            self.files.append(RobomimicFile(
-                source.path, source_cameras(source, self.observation, at), source.action_key, source.filter_key,
-                source.instruction, where=at, cache_images=cache_images,
-                state_keys=source_state_keys(source, self.observation, at)))
+            self.files.append(open_source(source, source_cameras(source, self.observation, at),
+                                          source_state_keys(source, self.observation, at), at, cache_images))
         for index, (source, file) in enumerate(zip(self.sources, self.files, strict=True)):
             self._check_and_record_stats(index, source, file, action_head, action_stats, state_stats, training, where)
         self.stats = [action_stats[s.key] for s in self.sources]
@@ -159,13 +197,13 @@ class RobotDemonstrations(Dataset):
         self.preprocess = inference_preprocess(augment)
         self._prompts: dict[str, list[int]] = {}  # instruction → prompt ids (a per-process memo)
 
-    def _check_and_record_stats(self, index: int, source: RobotSource, file: RobomimicFile, head: ActionHead,
+    def _check_and_record_stats(self, index: int, source: RobotSource, file: DemoSteps, head: ActionHead,
                                 action_stats: dict[str, ActionStats], state_stats: dict[str, ActionStats],
                                 training: bool, where: str) -> None:
         """Action and state widths against the model; the training split's statistics into the model."""
         at = f"{where}.datasets[{index}]"
         if file.action_dim != head.action_dim:
-            raise ConfigError(f"{file.path}: actions '{source.action_key}' have {file.action_dim} dimensions, but "
+            raise ConfigError(f"{file.path}: actions '{file.action_key}' have {file.action_dim} dimensions, but "
                               f"head.action_dim={head.action_dim} ({at})", kind="head-action-dim")
         if file.state_dim is not None and file.state_dim != self.observation.state_dim:
             raise ConfigError(f"{file.path}: the state obs/{' + obs/'.join(file.state_keys)} has {file.state_dim} "
