@@ -1,7 +1,8 @@
-"""`vlx data shapes|assets|block-reach|metaworld|block-reach-text|check`: the built-in synthetic dataset, the tiny
-local assets, scripted `block-reach` or Meta-World robot demonstrations written as one robomimic-layout HDF5 file,
-captions/questions about the frames of those demonstrations (LLaVA JSON), and `check`, which lists every
-problem of a LLaVA JSON or robomimic HDF5 file (`vlx.cli.data_check`).
+"""`vlx data shapes|assets|block-reach|metaworld|block-reach-text|check|convert`: the built-in synthetic dataset, the
+tiny local assets, scripted `block-reach` or Meta-World robot demonstrations written as one robomimic-layout HDF5
+file, captions/questions about the frames of those demonstrations (LLaVA JSON), `check`, which lists every
+problem of a LLaVA JSON file, a robomimic HDF5 file or a LeRobot dataset (`vlx.cli.data_check`), and `convert`
+between robomimic HDF5 and LeRobot v3.0 (`vlx.data.lerobot_convert`; the direction follows the source).
 
 Unset options default to what the tiny recipes train on (llava-tiny's `shapes`, openvla-tiny's `robot`);
 the recipe is composed only when a default is needed.
@@ -67,13 +68,57 @@ def parser() -> argparse.ArgumentParser:
     text.add_argument("--demos", help="the demo file (default: openvla-tiny's robot.path)")
     text.add_argument("--out", help="output directory (default: openvla-tiny's robot.scene)")
     data_check.add_parser(sub)
+    convert = sub.add_parser("convert", help="robomimic HDF5 -> LeRobot v3.0 directory, or LeRobot (v3.0/v2.1) -> "
+                             "robomimic HDF5 (the direction follows SRC)")
+    convert.add_argument("src", help="a robomimic .hdf5 file or a LeRobot dataset directory")
+    convert.add_argument("out", help="the LeRobot directory or the .hdf5 file to write (replaced if it exists)")
+    convert.add_argument("--camera-key", action="append", help="a camera to convert; repeat (default: every camera)")
+    convert.add_argument("--state-key", action="append", help="a state key; repeat, in order (default: robomimic: "
+                         "every low-dim obs key; LeRobot: observation.state)")
+    convert.add_argument("--no-state", action="store_true", help="write no state")
+    convert.add_argument("--fps", type=int, default=10, help="robomimic -> LeRobot: frames per second (robomimic "
+                         "stores none; default: %(default)s)")
+    convert.add_argument("--instruction", help="robomimic -> LeRobot: the task of demos without ep_meta 'lang'")
+    convert.add_argument("--vcodec", default="libsvtav1", choices=["libsvtav1", "h264"],
+                         help="robomimic -> LeRobot: video codec (default: LeRobot's, %(default)s)")
     return root
+
+
+def convert(args: argparse.Namespace) -> None:
+    """`vlx data convert SRC OUT`: the direction follows SRC (a LeRobot directory or an HDF5 file)."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from vlx.data import lerobot_convert
+    from vlx.errors import ConfigError
+
+    src, out = Path(args.src).expanduser(), Path(args.out).expanduser()
+    states = [] if args.no_state else args.state_key
+    with Progress(transient=True, console=Console(stderr=True)) as bar:
+        task = bar.add_task("converting", total=None)
+        step = lambda what, n: bar.update(task, description=f"converting: {what}", advance=n)  # noqa: E731
+        if src.is_dir() and (src / "meta" / "info.json").is_file():
+            summary = lerobot_convert.to_robomimic(src, out, args.camera_key, states, progress=step)
+            print(f"robomimic={out} demos={summary['demos']} samples={summary['samples']} "
+                  f"cameras={','.join(summary['cameras'])} state_keys={','.join(summary['state_keys']) or 'none'}")
+        elif src.is_file():
+            info = lerobot_convert.to_lerobot(src, out, args.fps, args.camera_key, states, args.instruction,
+                                              args.vcodec, progress=step)
+            print(f"lerobot={out} episodes={info['total_episodes']} frames={info['total_frames']} "
+                  f"tasks={info['total_tasks']} splits={','.join(info['splits'])}")
+            for mask in info["skipped_masks"]:
+                print(f"note: mask/{mask} is not a contiguous range of episodes, so it is no split of info.json")
+        else:
+            raise ConfigError(f"{src}: neither a LeRobot dataset directory (with meta/info.json) nor a robomimic "
+                              "HDF5 file")
 
 
 def main(argv: list[str]) -> None:
     args = parser().parse_args(argv)
     if args.what == "check":
         data_check.run(args)
+    elif args.what == "convert":
+        convert(args)
     elif args.what == "shapes":
         from vlx.data.shapes import generate_shapes
 

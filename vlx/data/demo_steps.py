@@ -60,6 +60,14 @@ class DemoSteps(ABC):
     def _frame(self, demo: int, step: int, camera: int) -> np.ndarray:
         """Frame `step` of camera `camera` of the demo at position `demo`, (H, W, 3) uint8."""
 
+    @abstractmethod
+    def episode_frames(self, demo: int, camera: int) -> np.ndarray:
+        """Every frame of camera `camera` of the demo at position `demo`, (T, H, W, 3) uint8."""
+
+    def demo_rows(self, demo: int) -> slice:
+        """The sample indices of the demo at position `demo` (into `actions()` and `states()`)."""
+        return slice(int(self._ends[demo - 1]) if demo else 0, int(self._ends[demo]))
+
     @property
     def camera_key(self) -> str:
         """The first camera's key."""

@@ -371,6 +371,9 @@ class LeRobotDir(DemoSteps):
                 raise DataError(f"{where}: {camera} has frames without embedded bytes", kind="corrupt-image")
         return Episode(index, instruction, actions, state, timestamps, videos, encoded)
 
+    def episode_frames(self, demo: int, camera: int) -> np.ndarray:
+        return self._frames_of(demo, camera).copy()  # (T, H, W, 3)
+
     def _frames_of(self, demo: int, camera: int) -> np.ndarray:
         """All frames of one camera of one selected episode, (T, H, W, 3) uint8 (decoded once, then cached)."""
         if self._pid != os.getpid():  # a forked DataLoader worker: its own cache

@@ -108,6 +108,9 @@ class RobomimicFile(DemoSteps):
         """Pickle without the HDF5 handle or the frame cache; the receiving process re-opens/re-loads them."""
         return {**self.__dict__, "_handle": None, "_pid": None, "_cache": None}
 
+    def episode_frames(self, demo: int, camera: int) -> np.ndarray:
+        return self._frames(demo, slice(None), camera)  # (T, H, W, 3)
+
     def _frame(self, demo: int, step: int, camera: int) -> np.ndarray:
         if self._cache_images:
             if self._cache is None:
