@@ -64,3 +64,44 @@ def write_lerobot(root: Path, lengths: tuple[int, ...] = (5, 7, 6, 4), seed: int
             getattr(written, field).append(value)
     dataset.finalize()
     return written
+
+
+def write_v21(written: Written, root: Path) -> Path:
+    """The dataset of `written` in LeRobot's v2.1 layout — one data parquet and one video per episode,
+    `meta/episodes.jsonl`, `meta/tasks.jsonl`, `meta/episodes_stats.jsonl` — as LeRobot's v2.1 → v3.0 converter
+    reads it (lerobot-dataset has no v2.1 writer). Videos are encoded by vlx's converter with LeRobot's settings."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from vlx.data.lerobot_convert import encode_video, feature_stats
+
+    source = json.loads((written.root / "meta" / "info.json").read_text())
+    table = pq.read_table(next((written.root / "data").rglob("*.parquet")))
+    owners = table.column("episode_index").to_numpy()
+    tasks = list(dict.fromkeys(written.tasks))
+    for episode in range(len(written.actions)):
+        rows = table.take(np.flatnonzero(owners == episode))
+        path = root / "data" / "chunk-000" / f"episode_{episode:06d}.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(rows, path)
+        encode_video(written.front[episode], root / "videos" / "chunk-000" / "observation.images.front" /
+                     f"episode_{episode:06d}.mp4", int(source["fps"]), "libsvtav1")
+    lines = {
+        "episodes": [{"episode_index": e, "tasks": [t], "length": len(a)}
+                     for e, (t, a) in enumerate(zip(written.tasks, written.actions, strict=True))],
+        "tasks": [{"task_index": i, "task": t} for i, t in enumerate(tasks)],
+        "episodes_stats": [{"episode_index": e, "stats": {"action": feature_stats(a), "observation.state":
+                                                          feature_stats(s)}}
+                           for e, (a, s) in enumerate(zip(written.actions, written.state, strict=True))],
+    }
+    (root / "meta").mkdir(parents=True, exist_ok=True)
+    for name, entries in lines.items():
+        (root / "meta" / f"{name}.jsonl").write_text("".join(json.dumps(entry) + "\n" for entry in entries))
+    info = {key: value for key, value in source.items()
+            if key not in ("data_files_size_in_mb", "video_files_size_in_mb")}
+    info.update(codebase_version="v2.1", total_chunks=1, total_videos=len(written.actions),
+                data_path="data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet",
+                video_path="videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4")
+    (root / "meta" / "info.json").write_text(json.dumps(info, indent=4))
+    return root

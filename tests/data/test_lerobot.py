@@ -210,3 +210,29 @@ def test_openvla_oft_tiny_trains_a_few_steps_on_it(written: Written, vlx_home: P
     assert list(stats) == ["toy"] and stats["toy"]["num_trajectories"] == 3
     assert list(json.loads((checkpoint / "state_stats.json").read_text())) == ["toy"]
     assert load_file(checkpoint / "model.safetensors")  # the weights were written
+
+
+def test_v21_reads_as_lerobots_converter_reads_it(written: Written, tmp_path: Path) -> None:
+    """The v2.1 layout (one parquet and one video per episode) reads the same actions, tasks and frames as the
+    v3.0 dataset LeRobot's own v2.1 → v3.0 converter makes of it."""
+    from tests.data.lerobot_writer import write_v21
+
+    converter = pytest.importorskip("ledataset.datasets.v30.convert_dataset_v21_to_v30")
+    v21 = LeRobotDir(write_v21(written, tmp_path / "v21"), ["front", "wrist"], state_keys=["observation.state"])
+    shutil.copytree(tmp_path / "v21", tmp_path / "converted" / "v21")  # the converter replaces its input
+    assert v21.layout.version == "v2.1" and v21.demos == [f"episode_{i}" for i in range(4)]
+    assert np.array_equal(v21.actions(), np.concatenate(written.actions))
+    assert np.array_equal(v21.states(), np.concatenate(written.state))
+    assert [v21.instruction(v21.demo_rows(d).start) for d in range(4)] == list(written.tasks)
+    converter.convert_dataset("v21", root=tmp_path / "converted", push_to_hub=False)
+    v30 = LeRobotDir(tmp_path / "converted" / "v21", ["front", "wrist"], state_keys=["observation.state"])
+    assert v30.layout.version == "v3.0"
+    assert np.array_equal(v30.actions(), v21.actions()) and np.array_equal(v30.states(), v21.states())
+    for index in range(len(v21)):
+        assert v30.instruction(index) == v21.instruction(index)
+        ours, theirs = v21.images(index), v30.images(index)
+        assert np.array_equal(ours["observation.images.wrist"], theirs["observation.images.wrist"])
+        assert np.abs(ours["observation.images.front"].astype(int) - theirs["observation.images.front"]).mean() < 2
+        name, step = v21.locate(index)
+        original = written.front[int(name.removeprefix("episode_"))][step]
+        assert np.abs(ours["observation.images.front"].astype(int) - original).mean() < 3
