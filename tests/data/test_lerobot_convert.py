@@ -90,6 +90,12 @@ def test_lerobot_writer_dataset_to_robomimic(tmp_path: Path, capsys) -> None:
     assert np.array_equal(data.states(), np.concatenate(written.state))  # names x, y, gripper: one obs/state
     assert np.array_equal(data.images(4)["wrist"], written.wrist[1][1])  # PNG frames stay exact
     assert [data.instruction(0), data.instruction(3)] == [TASKS[0], TASKS[1]]
+    again = tmp_path / "again"  # and back to LeRobot: the acceptance round trip
+    main(["convert", str(out), str(again), "--state-key", "state"])
+    back = LeRobotDir(again, ["front", "wrist"], state_keys=["observation.state"])
+    assert np.array_equal(back.actions(), np.concatenate(written.actions))
+    assert np.array_equal(back.states(), np.concatenate(written.state))
+    assert [back.instruction(0), back.instruction(3)] == [TASKS[0], TASKS[1]]
 
 
 def test_a_source_that_is_neither_is_refused(tmp_path: Path) -> None:
