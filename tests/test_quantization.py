@@ -108,14 +108,22 @@ def test_eval_quantises_the_checkpoint_and_training_refuses(tiny_vla, tmp_path, 
 def test_bench_quantize_on_a_checkpoint_with_demos(tiny_vla, tmp_path, capsys) -> None:
     from vlx.bench import quantize as bench
     from vlx.bench.timing import report
+    from vlx.checkpoint import load
+    from vlx.data.robomimic_hdf5 import RobomimicFile
+    from vlx.evaluation.actions import predict_normalized, sample_indices
 
     demos = record_demos(tmp_path / "d.hdf5", num_demos=4, seed=0, valid_fraction=0.5).path
-    tiny_vla.action_stats["block-reach"] = tiny_vla.action_stats.pop("toy")
     checkpoint = save_checkpoint(tiny_vla, tmp_path / "ckpt")
     result = bench.run(str(checkpoint), str(demos), "int8", limit=6, warmup=0, repeats=1, threads=1)
     report(result)
     printed = capsys.readouterr().out
-    assert 0.0 <= result.ratio <= 1.0 and f"ratio={result.ratio:.3f}" in printed.replace(" ", "")
+    assert f"ratio={result.ratio:.3f} (fraction of action tokens equal to full precision's (int8)" in printed
+    file = RobomimicFile(demos, filter_key="valid")
+    full, quantized = load(checkpoint), load(checkpoint)
+    quantize_model(quantized, "int8")
+    tokens = [tiny_vla.action_head.codec.encode(predict_normalized(m, file, sample_indices(file, 6)))
+              for m in (full, quantized)]  # the action tokens each copy chose
+    assert result.ratio == float((tokens[0] == tokens[1]).mean())
     rows = dict(result.rows)
     assert "6 held-out steps" in rows["model"] and "action_accuracy=" in rows["full precision vs the demonstrations"]
     assert set(result.medians) == {"full precision predict_action", "int8 predict_action"}
