@@ -32,9 +32,9 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Under pytest-xdist (`-n auto --dist loadgroup`, pyproject's addopts) the `slow` tests form two groups, each run
     in order by one worker, which takes fast tests only when its group is nearly done: the VLA learning test
-    (tests/test_learning_vla.py: the scene stage, then two heads at once, about 35 minutes on one thread each) and
-    the rest (the VLM learning demos, resume, DDP and FSDP, about 20 minutes). Timing changes with the company a
-    test keeps, not its assertions."""
+    (tests/test_learning_vla.py: the scene stage, then two heads at once, 40 minutes measured on one thread each) and
+    the rest (the VLM learning demos, resume, DDP and FSDP, about 24 minutes). Every process computes on one thread
+    whatever company it keeps, so a test's numbers do not depend on how the tests are scheduled, only its time."""
     for item in items:
         if item.get_closest_marker("slow"):
             group = "slow-vla" if item.path.name == "test_learning_vla.py" else "slow"
