@@ -61,6 +61,18 @@ def test_a_step_is_matched_to_its_own_video_frame_not_a_neighbour(written: Writt
         assert np.argmin(errors) == 1, errors
 
 
+def test_one_frame_decodes_as_the_whole_episode_does_and_the_cache_holds_the_same(written: Written) -> None:
+    import pickle
+
+    lazy, cached = (LeRobotDir(written.root, ["front", "wrist"], cache_images=c) for c in (False, True))
+    whole = lazy.episode_frames(2, 0)  # (T, H, W, 3): episode 2 of the video camera, decoded in order
+    start = lazy.demo_rows(2).start
+    for step in range(len(whole)):
+        assert np.array_equal(lazy.image(start + step), whole[step])  # from the keyframe before it
+        assert np.array_equal(cached.image(start + step), whole[step])
+    assert pickle.loads(pickle.dumps(cached))._cache == {}  # a DataLoader worker decodes its own
+
+
 def test_chunks_stop_at_the_episode_end(written: Written) -> None:
     data = LeRobotDir(written.root, "wrist")
     last = len(written.actions[0]) - 2  # two steps before episode 0 ends

@@ -155,7 +155,7 @@ def check_lerobot(path: str | Path, camera_keys: list[str] | None = None, state_
         return report
     for demo in range(data.num_demos):
         for camera in range(len(data.camera_keys)):
-            _collect(report, data._frames_of, demo, camera)
+            _collect(report, data.episode_frames, demo, camera)
     _note_constant_actions(report, data.actions(), data.num_demos, repr(action_key))
     report.notes.append(f"{report.path}: statistics: vlx computes them from the episodes a source selects; "
                         "meta/stats.json is not read")

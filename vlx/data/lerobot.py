@@ -12,8 +12,9 @@ and `meta/tasks.parquet` (task string → `task_index`). v2.1 keeps one data par
 needs — the version, the named features and their dtypes and shapes, one row per frame in order, finite actions
 and states, one task per episode — naming the directory, episode and feature; pixels are read on demand:
 `image` features are PNG/JPEG bytes in the parquet (kept in memory, compressed), `video` features are decoded
-with PyAV an episode at a time (frame i of an episode is the one at `from_timestamp + timestamp[i]`) and the
-last few episodes are kept per process (`cache_images=True` decodes everything once). The episode's task is
+with PyAV a frame at a time from the keyframe before it (frame i of an episode is the one at `from_timestamp +
+timestamp[i]`; LeRobot puts a keyframe every 2 frames); `cache_images=True` decodes each episode once per process
+and keeps it. The episode's task is
 the instruction. Episodes: a `filter_key` names a split of `info.json` (`"train": "0:40"`) and `episodes` is a
 range `"a:b"` or a list of indices; both select. Statistics are not read from `meta/stats.json`: vlx computes
 its own from the selected episodes (`vlx.data.action_stats`), as for robomimic, so a split's statistics are
@@ -25,7 +26,6 @@ from __future__ import annotations
 import io
 import json
 import os
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +38,6 @@ from vlx.errors import ConfigError, DataError
 
 VERSIONS = ("v3.0", "v2.1")
 IMAGE_PREFIX = "observation.images."
-CACHED_EPISODES = 4  # decoded video episodes kept per camera per process
 
 
 @dataclass(frozen=True)
@@ -295,13 +294,9 @@ class LeRobotDir(DemoSteps):
                    [e.state for e in read] if self.state_keys else None)
         self._env_args = {"lerobot": {"version": self.layout.version, "fps": self.layout.fps,
                                       "robot_type": info.get("robot_type")}}
-        self._cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+        self._cache: dict[tuple[int, int], np.ndarray] = {}  # (demo, camera) → frames, with cache_images
         self._pid = os.getpid()
         self._cache_all = cache_images
-        if cache_images:
-            for demo in range(self.num_demos):
-                for camera in range(len(self.camera_keys)):
-                    self._frames_of(demo, camera)
 
     def read_episodes(self, selected: list[int], instruction: str | None,
                       problems: list[DataError] | None = None) -> list[Episode]:
@@ -372,32 +367,34 @@ class LeRobotDir(DemoSteps):
         return Episode(index, instruction, actions, state, timestamps, videos, encoded)
 
     def episode_frames(self, demo: int, camera: int) -> np.ndarray:
-        return self._frames_of(demo, camera).copy()  # (T, H, W, 3)
+        """Every frame of one camera of one selected episode, (T, H, W, 3) uint8."""
+        return self._decode(demo, camera, slice(None)).copy()
 
-    def _frames_of(self, demo: int, camera: int) -> np.ndarray:
-        """All frames of one camera of one selected episode, (T, H, W, 3) uint8 (decoded once, then cached)."""
+    def _frame(self, demo: int, step: int, camera: int) -> np.ndarray:
+        return self._decode(demo, camera, slice(step, step + 1))[0].copy()
+
+    def _decode(self, demo: int, camera: int, steps: slice) -> np.ndarray:
+        """Frames `steps` of one camera of one episode, (n, H, W, 3): from the cache when all are cached, else
+        decoded — a video from the keyframe before the first (LeRobot encodes one every 2 frames), so one frame
+        of a random sample costs about two decoded frames."""
         if self._pid != os.getpid():  # a forked DataLoader worker: its own cache
-            self._cache, self._pid = OrderedDict(), os.getpid()
+            self._cache, self._pid = {}, os.getpid()
         slot = (demo, camera)
+        if self._cache_all and slot not in self._cache:
+            self._cache[slot] = self._decode_uncached(demo, camera, slice(None))
         if slot in self._cache:
-            self._cache.move_to_end(slot)
-            return self._cache[slot]
+            return self._cache[slot][steps]
+        return self._decode_uncached(demo, camera, steps)
+
+    def _decode_uncached(self, demo: int, camera: int, steps: slice) -> np.ndarray:
         episode, key = self._episodes[demo], self.camera_keys[camera]
         where = f"episode {episode.index} {key}"
         if key in episode.videos:
             file, start = episode.videos[key]
-            frames = decode_video(file, start, episode.timestamps, self.layout.fps, where)
-        else:
-            frames = np.stack([decode_image(data, f"{self.path}: {where} frame {i}")
-                               for i, data in enumerate(episode.images[key])])
-        self._cache[slot] = frames
-        if not self._cache_all and len(self._cache) > CACHED_EPISODES * len(self.camera_keys):
-            self._cache.popitem(last=False)
-        return frames
-
-    def _frame(self, demo: int, step: int, camera: int) -> np.ndarray:
-        return self._frames_of(demo, camera)[step].copy()
+            return decode_video(file, start, episode.timestamps[steps], self.layout.fps, where)
+        indices = range(len(episode.images[key]))[steps]
+        return np.stack([decode_image(episode.images[key][i], f"{self.path}: {where} frame {i}") for i in indices])
 
     def __getstate__(self) -> dict[str, Any]:
-        """Pickle without decoded frames (unless all were cached on purpose); the receiver decodes its own."""
-        return {**self.__dict__, "_cache": self._cache if self._cache_all else OrderedDict()}
+        """Pickle without the decoded frames; the receiving process decodes (and, with cache_images, caches) its own."""
+        return {**self.__dict__, "_cache": {}}
