@@ -15,7 +15,6 @@ never saved.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -51,16 +50,10 @@ def check_mode(mode: str | None, key: str = "quantize") -> str:
 
 def _torchao(mode: str) -> tuple[Callable[..., Any], Any]:
     """torchao's `quantize_` and the config of `mode`."""
-    # torchao registers an Enum with torch's pytree on import and torch logs a deprecation warning for it
-    pytree_log = logging.getLogger("torch.utils._pytree")
-    level = pytree_log.level
-    pytree_log.setLevel(logging.ERROR)
     try:
         from torchao.quantization import Int8DynamicActivationInt8WeightConfig, Int8WeightOnlyConfig, quantize_
     except ImportError:
         raise ConfigError(f"quantize={mode} needs torchao: pip install 'vlx[quantize]' (or torchao)") from None
-    finally:
-        pytree_log.setLevel(level)
     return quantize_, Int8WeightOnlyConfig() if mode == "int8" else Int8DynamicActivationInt8WeightConfig()
 
 

@@ -90,6 +90,7 @@ def convert(args: argparse.Namespace) -> None:
     from rich.progress import Progress
 
     from vlx.data import lerobot_convert
+    from vlx.data.lerobot import is_lerobot_dir
     from vlx.errors import ConfigError
 
     src, out = Path(args.src).expanduser(), Path(args.out).expanduser()
@@ -97,7 +98,7 @@ def convert(args: argparse.Namespace) -> None:
     with Progress(transient=True, console=Console(stderr=True)) as bar:
         task = bar.add_task("converting", total=None)
         step = lambda what, n: bar.update(task, description=f"converting: {what}", advance=n)  # noqa: E731
-        if src.is_dir() and (src / "meta" / "info.json").is_file():
+        if is_lerobot_dir(src):
             summary = lerobot_convert.to_robomimic(src, out, args.camera_key, states, progress=step)
             print(f"robomimic={out} demos={summary['demos']} samples={summary['samples']} "
                   f"cameras={','.join(summary['cameras'])} state_keys={','.join(summary['state_keys']) or 'none'}")

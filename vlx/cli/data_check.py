@@ -99,7 +99,9 @@ def run(args: argparse.Namespace) -> None:
     from vlx.data.check import check_robomimic
 
     path = Path(args.path).expanduser()
-    if path.is_dir() and (path / "meta" / "info.json").is_file():
+    from vlx.data.lerobot import is_lerobot_dir
+
+    if is_lerobot_dir(path):
         from vlx.data.check import check_lerobot
 
         report = check_lerobot(path, args.camera_key, args.state_key, args.action_key or "action")

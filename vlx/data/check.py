@@ -136,14 +136,14 @@ def check_lerobot(path: str | Path, camera_keys: list[str] | None = None, state_
     """Every episode of a LeRobot directory read as training reads it — the named cameras (default: every video
     and image feature), state keys (default: `observation.state` when there is one) and actions — and every frame
     of every camera decoded; a note says that vlx recomputes the statistics rather than read meta/stats.json."""
-    from vlx.data.lerobot import LeRobotDir, LeRobotLayout
+    from vlx.data.lerobot import LeRobotDir, LeRobotLayout, camera_features
 
     report = CheckReport(Path(path).expanduser(), "episodes")
     try:
         layout = LeRobotLayout(report.path)
         features = layout.info["features"]
         report.checked = len(layout.episodes)
-        cameras = camera_keys or [k for k, v in features.items() if v.get("dtype") in ("video", "image")]
+        cameras = camera_keys or camera_features(features)
         states = state_keys if state_keys is not None else [k for k in ("observation.state",) if k in features]
         print(f"cameras={','.join(cameras)} state_keys={','.join(states) or 'none'} action_key={action_key}")
         data = LeRobotDir(report.path, cameras, action_key, state_keys=states, problems=report.problems)

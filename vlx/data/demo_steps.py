@@ -92,7 +92,7 @@ class DemoSteps(ABC):
             raise IndexError(f"{self.path}: sample index {index} is out of range for {total} samples")
         index = int(index) % total
         demo = int(np.searchsorted(self._ends, index, side="right"))
-        return demo, index - (int(self._ends[demo - 1]) if demo else 0), index
+        return demo, index - self.demo_rows(demo).start, index
 
     def locate(self, index: int) -> tuple[str, int]:
         """Sample index → (demo name, step)."""

@@ -38,6 +38,17 @@ from vlx.errors import ConfigError, DataError
 
 VERSIONS = ("v3.0", "v2.1")
 IMAGE_PREFIX = "observation.images."
+CAMERA_DTYPES = ("video", "image")
+
+
+def is_lerobot_dir(path: Path) -> bool:
+    """Whether `path` is a directory with a LeRobot `meta/info.json` (what tells a LeRobot source from a file)."""
+    return path.is_dir() and (path / "meta" / "info.json").is_file()
+
+
+def camera_features(features: dict[str, Any]) -> list[str]:
+    """The video and image features of an info.json feature table, in its order."""
+    return [k for k, v in features.items() if v.get("dtype") in CAMERA_DTYPES]
 
 
 @dataclass(frozen=True)
@@ -270,13 +281,13 @@ class LeRobotDir(DemoSteps):
         self.layout = LeRobotLayout(self.path)
         info = self.layout.info
         if camera_key is None:  # the dataset's only camera
-            cameras = [k for k, v in info["features"].items() if v.get("dtype") in ("video", "image")]
+            cameras = camera_features(info["features"])
             if len(cameras) != 1:
                 raise ConfigError(f"{self.path}: has cameras {cameras or 'none'}; name the one to read "
                                   f"({where}.camera_key) or give observation.cameras", kind="camera-count")
         else:
             cameras = [camera_key] if isinstance(camera_key, str) else list(camera_key)
-        self.camera_keys = [resolve_key(info, c, f"{where}.camera_keys", ("video", "image"), self.path)
+        self.camera_keys = [resolve_key(info, c, f"{where}.camera_keys", CAMERA_DTYPES, self.path)
                             for c in cameras]
         self.state_keys = [resolve_key(info, k, f"{where}.state_keys", ("float32", "float64"), self.path)
                            for k in state_keys or []]

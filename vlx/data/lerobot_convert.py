@@ -27,10 +27,10 @@ from typing import Any
 import numpy as np
 
 from vlx.data.demo_steps import DemoSteps
+from vlx.data.lerobot import IMAGE_PREFIX, camera_features
 from vlx.errors import ConfigError
 
 CODEC = {"libsvtav1": "av1", "h264": "h264", "libx264": "h264"}
-IMAGE_PREFIX = "observation.images."
 
 
 def robomimic_keys(path: Path) -> tuple[list[str], list[str]]:
@@ -249,7 +249,7 @@ def to_robomimic(src: Path, out: Path, camera_keys: list[str] | None = None, sta
 
     layout = LeRobotLayout(src)
     features = layout.info["features"]
-    cameras = camera_keys or [k for k, v in features.items() if v.get("dtype") in ("video", "image")]
+    cameras = camera_keys or camera_features(features)
     states = state_keys if state_keys is not None else [k for k in ("observation.state",) if k in features]
     data = LeRobotDir(src, cameras, state_keys=states, where="convert")
     with atomic_hdf5(out) as file:

@@ -39,6 +39,7 @@ from torch.utils.data import Dataset
 from vlx.data.action_stats import ActionStats
 from vlx.data.augment import inference_preprocess, training_augmentation
 from vlx.data.demo_steps import DemoSteps
+from vlx.data.lerobot import is_lerobot_dir
 from vlx.data.robomimic_hdf5 import RobomimicFile
 from vlx.errors import ConfigError
 from vlx.heads.base import ActionHead
@@ -73,8 +74,7 @@ class RobotSource:
         """`robomimic` or `lerobot`, as given or told from the path."""
         if self.format is not None:
             return self.format
-        path = Path(self.path).expanduser()
-        return "lerobot" if path.is_dir() and (path / "meta" / "info.json").is_file() else "robomimic"
+        return "lerobot" if is_lerobot_dir(Path(self.path).expanduser()) else "robomimic"
 
 
 def parse_sources(entries: Any, where: str) -> list[RobotSource]:

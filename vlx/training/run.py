@@ -26,6 +26,7 @@ from vlx.builder import build_model, to_plain
 from vlx.checkpoint import META, load, save_checkpoint
 from vlx.errors import CheckpointError, ConfigError
 from vlx.model import VisionLanguageModel
+from vlx.quantization import check_mode
 from vlx.registry import PROMPT_FORMATS, check_arguments
 from vlx.training.callbacks import sample_table_for
 from vlx.training.compilation import compile_parts
@@ -214,7 +215,7 @@ def run_training(config: DictConfig | dict[str, Any]) -> dict[str, Path]:
             raise ConfigError(f"stages.{name}.lora under a sharded trainer.strategy (FSDP, DeepSpeed): merging the "
                               "adapters into the weights needs them whole; use trainer=ddp (LoRA's optimizer state "
                               "is small)", kind="strategy")
-    if cfg.get("quantize") not in (None, "", "none", "null"):
+    if check_mode(cfg.get("quantize")) != "none":
         raise ConfigError(f"quantize={cfg['quantize']} is for inference (`vlx eval checkpoint=DIR`, `vlx serve`); "
                           "training runs in full precision (LoRA over a quantised base is not built)")
     output_dir, resume = Path(cfg["output_dir"]), bool(cfg.get("resume", False))
